@@ -1,0 +1,318 @@
+"""The shell: the only place with an event loop, fds, signals and the clock.
+
+Start-up follows slirp4netns (contract §4.1): get the tap from inside the target, print the
+banner, bind the API socket, then write the ready byte only once all of that holds. The loop
+then waits, without a timeout and so without burning CPU, on:
+
+* the tap (frames are read in batches until EAGAIN; until the packet stack lands they are dropped),
+* the exit fd (any poll event ends the run with status 0, contract §4.3),
+* SIGTERM/SIGINT (through a wake-up pipe: a clean exit 0 where slirp4netns dies by the signal),
+* the target process (a pidfd in PID mode: we exit 0 when it is gone; slirp4netns idles forever),
+* the API listener.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import signal
+import socket
+import stat
+import sys
+from collections.abc import Callable
+
+from pyslirp4netns.config import Config
+from pyslirp4netns.netns import StartupError, Tap, join_target, tap_from_fd
+
+MIN_MTU = 68  # libslirp's IF_MTU_MIN
+UNIX_PATH_MAX = 108
+READ_SIZE = 65536 + 64  # a full 64 KiB GSO frame plus the virtio-net header
+
+
+def log(line: str) -> None:
+    """One line on stderr, unbuffered like slirp4netns's."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def fd_is_open(fd: int) -> bool:
+    if fd < 0:
+        return False
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
+
+
+def want_offload() -> bool:
+    """PYSLIRP4NETNS_OFFLOAD=0 opens the tap exactly as slirp4netns does (no vnet header)."""
+    return os.environ.get("PYSLIRP4NETNS_OFFLOAD", "1") != "0"
+
+
+def banner(config: Config) -> str:
+    """The stdout block slirp4netns prints once the tap is there (contract §4.5)."""
+    lines = [
+        "Starting slirp",
+        f"* MTU:             {config.mtu}",
+        f"* Network:         {config.network}",
+        f"* Netmask:         {config.netmask}",
+        f"* Gateway:         {config.gateway}",
+        f"* DNS:             {config.dns}",
+        f"* DHCP begin:      {config.dhcp_start}",
+        f"* DHCP end:        {config.dhcp_end}",
+        f"* Recommended IP:  {config.guest}",
+    ]
+    if config.api_socket is not None:
+        lines.append(f"* API Socket:      {config.api_socket}")
+    if config.outbound_addr is not None:
+        lines.append(f"* Outbound IPv4:    {config.outbound_addr}")
+    if config.outbound_addr6 is not None:
+        lines.append(f"* Outbound IPv6:    {config.outbound_addr6}")
+    if config.macaddress is not None:
+        lines.append(f"* MAC address:     {':'.join(f'{b:02x}' for b in config.macaddress)}")
+    if not config.disable_host_loopback:
+        lines.append(
+            f"WARNING: 127.0.0.1:* on the host is accessible as {config.gateway} "
+            "(set --disable-host-loopback to prohibit connecting to 127.0.0.1:*)"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def do_slirp_failed(*lines: str) -> StartupError:
+    """slirp4netns's tail of lines for a failure after the tap exists."""
+    for line in lines:
+        log(line)
+    log("do_slirp is exiting")
+    log("do_slirp failed")
+    return StartupError("parent failed")
+
+
+class ApiSocket:
+    """The listening unix socket at --api-socket; the file is ours to remove at exit."""
+
+    def __init__(self, path: str) -> None:
+        if len(path.encode()) >= UNIX_PATH_MAX:
+            raise do_slirp_failed(f"the specified API socket path is too long (>= {UNIX_PATH_MAX})")
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            os.unlink(path)  # slirp4netns replaces whatever is there
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass  # bind reports the real problem
+        try:
+            self.sock.bind(path)
+            self.sock.listen(128)
+        except OSError as e:
+            self.sock.close()
+            raise do_slirp_failed(
+                f"api_bindlisten: bind: {os.strerror(e.errno or errno.EIO)}"
+            ) from None
+        self.sock.setblocking(False)
+        st = os.stat(path)
+        self._identity = (st.st_dev, st.st_ino)
+
+    def accept_all(self) -> None:
+        """Until the API lands (issue 5) a connection is accepted and closed, never left hanging."""
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return  # e.g. EMFILE: try again on the next wake-up
+            conn.close()
+
+    def close(self) -> None:
+        """Close and remove the file, unless someone else has since put their own at the path."""
+        self.sock.close()
+        try:
+            st = os.stat(self.path)
+            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self._identity:
+                os.unlink(self.path)
+        except OSError:
+            pass
+
+
+class Daemon:
+    """Owns every fd of the running process and the loop that serves them."""
+
+    def __init__(self, config: Config, tap: Tap, target_pidfd: int | None) -> None:
+        self.config = config
+        self.tap = tap
+        self.api: ApiSocket | None = None
+        self.epoll = select.epoll()
+        self.handlers: dict[int, Callable[[int], str | None]] = {}
+        self.target_pidfd = target_pidfd
+        self.frames_dropped = 0
+        self._buffer = bytearray(READ_SIZE)
+        self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self._exit_now: str | None = None
+
+    # -- start-up ------------------------------------------------------------------------
+    def start(self, exit_fd_open: bool) -> None:
+        config = self.config
+        if config.api_socket is not None:
+            self.api = ApiSocket(config.api_socket)
+            self._watch(self.api.sock.fileno(), select.EPOLLIN, self._on_api)
+        os.set_blocking(self.tap.fd, False)
+        self._watch(self.tap.fd, select.EPOLLIN, self._on_tap)
+        self._watch(self._wake_r, select.EPOLLIN, self._on_signal)
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            if signal.getsignal(signum) is not signal.SIG_IGN:  # a caller's "ignore" stands
+                signal.signal(signum, _note_signal)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        if config.exit_fd >= 0:
+            self._watch_exit_fd(config.exit_fd, exit_fd_open)
+        if self.target_pidfd is not None:
+            self._watch(self.target_pidfd, select.EPOLLIN, self._on_target_exit)
+        if config.enable_sandbox:
+            log("WARNING: --enable-sandbox is not implemented yet by pyslirp4netns; ignored")
+        if config.enable_seccomp:
+            log("WARNING: --enable-seccomp is not implemented yet by pyslirp4netns; ignored")
+
+    def _watch(self, fd: int, events: int, handler: Callable[[int], str | None]) -> None:
+        self.epoll.register(fd, events)
+        self.handlers[fd] = handler
+
+    def _watch_exit_fd(self, fd: int, was_open: bool) -> None:
+        """poll(POLLHUP) semantics on epoll: any HUP/ERR fires; a closed fd is POLLNVAL."""
+        if not was_open:
+            self._exit_now = "exitfd event"  # POLLNVAL on the first poll
+            return
+        try:
+            self.epoll.register(fd, 0)  # HUP and ERR are always reported; data never is
+        except PermissionError:
+            return  # a regular file or /dev/null: poll never fires on it either
+        except OSError:
+            self._exit_now = "exitfd event"
+            return
+        self.handlers[fd] = lambda events: "exitfd event"
+
+    # -- the loop --------------------------------------------------------------------------
+    def serve(self) -> int:
+        reason = self._exit_now
+        while reason is None:
+            for fd, events in self.epoll.poll():
+                handler = self.handlers.get(fd)
+                if handler is not None:
+                    reason = handler(events) or reason
+        log(reason)
+        log("do_slirp is exiting")
+        return 0
+
+    def _on_tap(self, events: int) -> str | None:
+        # Drain until EAGAIN: one wake-up, many frames. The packet stack arrives with issue 3;
+        # until then frames are counted and dropped (no per-frame logging).
+        buf = self._buffer
+        fd = self.tap.fd
+        while True:
+            try:
+                n = os.readv(fd, [buf])
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError as e:
+                if e.errno == errno.EBADFD:  # tap detached (device deleted): nothing more to serve
+                    return "tap device is gone"
+                raise
+            if n == 0:
+                return None
+            self.frames_dropped += 1
+
+    def _on_api(self, events: int) -> str | None:
+        assert self.api is not None
+        self.api.accept_all()
+        return None
+
+    def _on_signal(self, events: int) -> str | None:
+        try:
+            data = os.read(self._wake_r, 64)
+        except BlockingIOError:
+            return None
+        for signum in data:
+            if signum in (signal.SIGTERM, signal.SIGINT):
+                return f"{signal.Signals(signum).name} received"
+        return None
+
+    def _on_target_exit(self, events: int) -> str | None:
+        return f"target process {self.config.pid} exited"
+
+    def close(self) -> None:
+        if self.api is not None:
+            self.api.close()
+            self.api = None
+        signal.set_wakeup_fd(-1)
+        self.epoll.close()
+        for fd in (self._wake_r, self._wake_w, self.tap.fd, self.target_pidfd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+
+def _note_signal(signum: int, frame: object) -> None:
+    """The wake-up fd carries the signal number to the loop; nothing to do here."""
+
+
+def write_ready(fd: int) -> None:
+    """Exactly b"1", then close (contract §4.2). A bad fd fails silently, as in slirp4netns."""
+    try:
+        os.write(fd, b"1")
+    except OSError:
+        pass
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+
+
+def open_target_pidfd(config: Config) -> int | None:
+    """A pidfd for the target, taken before joining, so that a recycled PID can't fool us."""
+    if config.pid is None or config.path_mode:
+        return None
+    try:
+        return os.pidfd_open(config.pid)
+    except OSError:
+        return None  # gone already (the join will say so) or no pidfd support
+
+
+def run(config: Config) -> int:
+    """Start, serve until told to stop, return the exit status (0 clean, 1 start-up failure)."""
+    try:
+        return _run(config)
+    except StartupError as e:
+        log(str(e))
+        return 1
+
+
+def _run(config: Config) -> int:
+    if config.target_type == "bess":
+        raise StartupError("--target-type=bess is not supported by pyslirp4netns")
+    # Note which inherited fds are open before we open any of our own: a closed --exit-fd means
+    # "exit now" (POLLNVAL) and a closed --ready-fd is skipped, whatever number our fds get.
+    exit_fd_open = fd_is_open(config.exit_fd)
+    ready_fd_open = fd_is_open(config.ready_fd)
+    target_pidfd = open_target_pidfd(config)
+    if config.netns_type == "tapfd":
+        tap, note = tap_from_fd(int(config.target)), None
+    else:
+        tap, note = join_target(config, want_offload())
+    if note:
+        log(note)
+    if config.mtu < MIN_MTU:  # -c already failed in the kernel; this is libslirp's own check
+        log(f"slirp_new: MTU {config.mtu} is below the minimum of {MIN_MTU}")
+        raise do_slirp_failed("slirp_new failed", "create_slirp failed")
+    sys.stdout.write(banner(config))
+    sys.stdout.flush()
+    daemon = Daemon(config, tap, target_pidfd)
+    try:
+        daemon.start(exit_fd_open)
+        if ready_fd_open:
+            write_ready(config.ready_fd)
+        return daemon.serve()
+    finally:
+        daemon.close()

@@ -1,0 +1,315 @@
+"""Join the target's namespaces, open (or attach to) the tap there, and hand its fd back.
+
+slirp4netns forks a child that enters the target and passes the tap fd back over a socketpair
+(contract §4.1). We keep that shape where it matters and stay lighter where it does not:
+
+* A user namespace must be joined (PID mode with a foreign userns, or ``--userns-path``):
+  ``setns(CLONE_NEWUSER)`` refuses multi-threaded callers, and joining would change the
+  credentials of the whole process, so a short-lived forked child does it, exactly like
+  slirp4netns, and sends the fd back with SCM_RIGHTS.
+* Only a network namespace must be joined (path mode, e.g. podman; or a PID whose userns is ours):
+  a dedicated thread joins it (setns(CLONE_NEWNET) is per thread), opens the tap and exits.
+
+Either way the main thread never leaves its own namespaces, so every host socket it opens later
+is an ordinary host socket, and the log lines are slirp4netns's (``sent tapfd=N for TAP``,
+``received tapfd=N``). Errors are slirp4netns's perror-style lines followed by ``child failed(1)``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import signal
+import socket
+import struct
+import sys
+import threading
+from dataclasses import dataclass
+
+import pytun
+
+from pyslirp4netns.config import Config
+
+CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
+PR_SET_PDEATHSIG = 1
+IFNAMSIZ = 16
+
+# <linux/if_tun.h>
+TUNSETIFF = 0x400454CA
+TUNGETIFF = 0x800454D2
+TUNSETOFFLOAD = 0x400454D0
+TUNSETVNETHDRSZ = 0x400454D8
+IFF_TAP = 0x0002
+IFF_NO_PI = 0x1000
+IFF_VNET_HDR = 0x4000
+TUN_F_CSUM = 0x01
+TUN_F_TSO4 = 0x02
+TUN_F_TSO6 = 0x04
+TUN_F_USO4 = 0x20
+TUN_F_USO6 = 0x40
+TCP_OFFLOAD = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
+UDP_OFFLOAD = TUN_F_USO4 | TUN_F_USO6
+# struct virtio_net_hdr (legacy): flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+VNET_HDR_LEN = 10
+
+_libc = ctypes.CDLL(None, use_errno=True)
+# The child's one message beside the fd: vnet_hdr flag, offload flags, then an optional note.
+_MODE = struct.Struct("!?I16s")
+
+
+class StartupError(Exception):
+    """A fatal start-up failure; ``str()`` is the exact line slirp4netns prints on stderr."""
+
+
+def perror(what: str, err: int) -> StartupError:
+    """slirp4netns's ``perror(what)`` wording: ``what: strerror``."""
+    return StartupError(f"{what}: {os.strerror(err)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Tap:
+    """The tap fd and the frame format it speaks (ARCHITECTURE.md, "fast path")."""
+
+    fd: int
+    name: str  # as the kernel named it ("tap%d" and "" are expanded)
+    vnet_hdr: bool  # every frame is preceded by a 10-byte virtio_net_hdr
+    offload: int  # TUN_F_* accepted by TUNSETOFFLOAD; 0 = plain frames with full checksums
+
+
+def setns(fd: int, nstype: int) -> None:
+    if _libc.setns(fd, nstype) != 0:
+        raise OSError(ctypes.get_errno(), "setns")
+
+
+def _join(path: str, nstype: int, what: str) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise perror(path, e.errno or errno.EIO) from None
+    try:
+        setns(fd, nstype)
+    except OSError as e:
+        raise perror(what, e.errno or errno.EIO) from None
+    finally:
+        os.close(fd)
+
+
+def netns_path(config: Config) -> str:
+    return config.target if config.path_mode else f"/proc/{config.pid}/ns/net"
+
+
+def userns_path(config: Config) -> str | None:
+    """The user namespace to join, or None (slirp4netns: path mode joins one only if given)."""
+    if config.userns_path is not None:
+        return config.userns_path
+    if config.path_mode:
+        return None
+    return f"/proc/{config.pid}/ns/user"
+
+
+def needs_userns_join(config: Config) -> bool:
+    """Joining our own userns is an EINVAL no-op; only a foreign one needs the forked child."""
+    path = userns_path(config)
+    if path is None:
+        return False
+    try:
+        theirs = os.stat(path)
+    except OSError:
+        return False  # the netns step reports the missing target with slirp4netns's message
+    ours = os.stat("/proc/self/ns/user")
+    return (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino)
+
+
+def open_tap(name: str, want_offload: bool) -> tuple[Tap, str | None]:
+    """Create or attach the tap in the current thread's netns; returns it and a fallback note.
+
+    rootlesskit pre-creates a persistent tap without vnet_hdr; TUNSETIFF on attach takes the new
+    flags, but a kernel or device that refuses them gets the plain mode (and one log line).
+    """
+    # slirp4netns copies at most IFNAMSIZ-1 bytes; the kernel expands "%d" and "" -> "tap%d".
+    name = name.encode()[: IFNAMSIZ - 1].decode(errors="ignore")
+    note = None
+    if want_offload:
+        try:
+            dev = pytun.TunTapDevice(
+                name=name, flags=pytun.IFF_TAP | pytun.IFF_NO_PI | pytun.IFF_VNET_HDR
+            )
+        except pytun.Error as e:
+            note = (
+                f"tap offload unavailable (TUNSETIFF with IFF_VNET_HDR: {e.args[-1]}); plain frames"
+            )
+        else:
+            fd, actual = _keep_fd(dev)
+            offload, why = _enable_offload(fd)
+            if not offload:
+                note = f"tap offload unavailable ({why}); plain frames"
+            return Tap(fd, actual, True, offload), note
+    try:
+        dev = pytun.TunTapDevice(name=name, flags=pytun.IFF_TAP | pytun.IFF_NO_PI)
+    except pytun.Error as e:
+        raise perror("ioctl(TUNSETIFF)", e.args[0]) from None
+    fd, actual = _keep_fd(dev)
+    return Tap(fd, actual, False, 0), note
+
+
+def _keep_fd(dev: pytun.TunTapDevice) -> tuple[int, str]:
+    """Detach the fd from pytun's object (which closes its own on close/GC)."""
+    name = dev.name
+    fd = os.dup(dev.fileno())
+    dev.close()
+    return fd, name.decode() if isinstance(name, bytes) else str(name)
+
+
+def _enable_offload(fd: int) -> tuple[int, str]:
+    """Set the vnet header size and the widest offload set the kernel accepts."""
+    try:
+        fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
+    except OSError as e:
+        return 0, f"TUNSETVNETHDRSZ: {os.strerror(e.errno or errno.EIO)}"
+    error = 0
+    for flags in (TCP_OFFLOAD | UDP_OFFLOAD, TCP_OFFLOAD):  # USO needs Linux >= 6.2
+        try:
+            fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
+            return flags, ""
+        except OSError as e:
+            error = e.errno or errno.EIO
+    return 0, f"TUNSETOFFLOAD: {os.strerror(error)}"
+
+
+def tap_from_fd(fd: int) -> Tap:
+    """--netns-type=tapfd: an inherited, already attached tap; use whatever header it has."""
+    try:
+        ifr = fcntl.ioctl(fd, TUNGETIFF, bytes(40))
+    except OSError as e:
+        raise perror("ioctl(TUNGETIFF)", e.errno or errno.EIO) from None
+    name = ifr[:IFNAMSIZ].split(b"\0", 1)[0].decode()
+    (flags,) = struct.unpack_from("H", ifr, IFNAMSIZ)
+    if not flags & IFF_VNET_HDR:
+        return Tap(fd, name, False, 0)
+    offload, _ = _enable_offload(fd)
+    return Tap(fd, name, True, offload)
+
+
+def _enter_and_open(
+    config: Config, want_offload: bool, join_userns: bool
+) -> tuple[Tap, str | None]:
+    """Everything that happens inside the target: join, open the tap, run -c."""
+    if join_userns:
+        path = userns_path(config)
+        assert path is not None
+        try:
+            _join(path, CLONE_NEWUSER, "setns(CLONE_NEWUSER)")
+        except StartupError:
+            pass  # slirp4netns ignores a failed userns join; the netns join decides
+    _join(netns_path(config), CLONE_NEWNET, "setns(CLONE_NEWNET)")
+    tap, note = open_tap(config.tapname, want_offload)
+    if config.configure:
+        from pyslirp4netns.configure import configure
+
+        try:
+            configure(config, tap.name)
+        except StartupError:
+            os.close(tap.fd)
+            raise
+    return tap, note
+
+
+def _log(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _child_failed(status: int) -> StartupError:
+    return StartupError(f"child failed({status})")
+
+
+def join_target(config: Config, want_offload: bool) -> tuple[Tap, str | None]:
+    """Open the target's tap from inside the target; the caller's namespaces are unchanged.
+
+    Returns the tap (an fd of this process) and an optional one-line note for the log.
+    Raises StartupError carrying the final line (``child failed(1)``) after any detail line has
+    already been printed, as slirp4netns does.
+    """
+    if needs_userns_join(config):
+        return _join_in_child(config, want_offload)
+    return _join_in_thread(config, want_offload)
+
+
+def _join_in_thread(config: Config, want_offload: bool) -> tuple[Tap, str | None]:
+    result: list[tuple[Tap, str | None]] = []
+    failure: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            result.append(_enter_and_open(config, want_offload, join_userns=False))
+        except BaseException as e:  # reported by the caller; the thread must not die silently
+            failure.append(e)
+
+    # This thread's netns changes and is thrown away with the thread: the main thread never moves.
+    thread = threading.Thread(target=work, name="netns-join", daemon=True)
+    thread.start()
+    thread.join()
+    if failure:
+        exc = failure[0]
+        if isinstance(exc, StartupError):
+            _log(str(exc))
+            raise _child_failed(1)
+        raise exc
+    tap, note = result[0]
+    _log(f"sent tapfd={tap.fd} for {config.tapname}")
+    _log(f"received tapfd={tap.fd}")
+    return tap, note
+
+
+def _join_in_child(config: Config, want_offload: bool) -> tuple[Tap, str | None]:
+    parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # child: single-threaded, so setns(CLONE_NEWUSER) is allowed
+        status = 1
+        try:
+            parent_sock.close()
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            tap, note = _enter_and_open(config, want_offload, join_userns=True)
+            message = _MODE.pack(tap.vnet_hdr, tap.offload, tap.name.encode())
+            message += (note or "").encode()
+            socket.send_fds(child_sock, [message], [tap.fd])
+            _log(f"sent tapfd={tap.fd} for {config.tapname}")
+            status = 0
+        except StartupError as e:
+            _log(str(e))
+        except BaseException as e:  # any surprise still ends the child with a clear line
+            _log(f"child: {e!r}")
+        finally:
+            os._exit(status)
+    child_sock.close()
+    try:
+        message, fds, _, _ = socket.recv_fds(parent_sock, 4096, 1)
+    except OSError as e:
+        message, fds = b"", []
+        recv_error: int | None = e.errno
+    else:
+        recv_error = None
+    finally:
+        parent_sock.close()
+    _, wstatus = os.waitpid(pid, 0)
+    if not os.WIFEXITED(wstatus):
+        raise StartupError(f"child failed(wstatus={wstatus}, !WIFEXITED)")
+    code = os.WEXITSTATUS(wstatus)
+    if code != 0:
+        raise _child_failed(code)
+    if recv_error is not None:
+        raise perror("recvmsg", recv_error)
+    if len(message) < _MODE.size:
+        raise StartupError("the message is empty")
+    if not fds:
+        raise StartupError("the message does not contain fd")
+    fd = fds[0]
+    _log(f"received tapfd={fd}")
+    vnet_hdr, offload, name = _MODE.unpack_from(message)
+    note = message[_MODE.size :].decode() or None
+    return Tap(fd, name.rstrip(b"\0").decode(), bool(vnet_hdr), offload), note

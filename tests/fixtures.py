@@ -1,0 +1,85 @@
+"""pytest fixtures over the rig; imported by tests/conftest.py and compat/conftest.py."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from rig import Daemon, Guest, Outer, User
+
+
+@pytest.fixture(scope="session")
+def outer() -> Iterator[Outer]:
+    """One loopback-only "host" namespace for the session; guests are per test."""
+    if os.geteuid() != 0:
+        pytest.skip("namespace tests need root")
+    ns = Outer()
+    try:
+        yield ns
+    finally:
+        ns.close()
+
+
+@pytest.fixture(scope="session")
+def unpriv() -> User:
+    """The real unprivileged user .ci/run creates; on CI its absence is a failure."""
+    user = User.lookup()
+    if user is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must create the unprivileged test user (see .ci/run)")
+        pytest.skip("no unprivileged test user (run .ci/run's setup)")
+    return user
+
+
+@pytest.fixture
+def make_guest(outer: Outer) -> Iterator[Callable[..., Guest]]:
+    guests: list[Guest] = []
+
+    def make(rootless: bool = True, user: User | None = None) -> Guest:
+        guest = Guest(outer, rootless=rootless, user=user)
+        guests.append(guest)
+        return guest
+
+    try:
+        yield make
+    finally:
+        for guest in guests:
+            guest.close()
+
+
+@pytest.fixture
+def make_daemon(outer: Outer) -> Iterator[Callable[..., Daemon]]:
+    daemons: list[Daemon] = []
+
+    def make(args: list[str], **kwargs: Any) -> Daemon:
+        daemon = Daemon(outer, args, **kwargs)
+        daemons.append(daemon)
+        return daemon
+
+    try:
+        yield make
+    finally:
+        for daemon in daemons:
+            daemon.close()
+
+
+@pytest.fixture
+def pipes() -> Iterator[Callable[[], tuple[int, int]]]:
+    """os.pipe() pairs closed at teardown whatever the test did with them."""
+    made: list[int] = []
+
+    def make() -> tuple[int, int]:
+        r, w = os.pipe()
+        made.extend((r, w))
+        return r, w
+
+    try:
+        yield make
+    finally:
+        for fd in made:
+            try:
+                os.close(fd)
+            except OSError:
+                pass

@@ -1,0 +1,342 @@
+"""The test rig of shared/TESTING.md: nothing a daemon under test does can leave the machine.
+
+* ``Outer``: a loopback-only network namespace with a private mount namespace in which
+  /etc/resolv.conf is a bind-mounted file naming a resolver on 127.0.0.1 (a fake one, when a test
+  starts it). Every daemon and every host-side listener runs in there.
+* ``Guest``: a network namespace made by ``unshare -n`` (root style) or ``unshare -Urn``
+  (rootless style, optionally as a real unprivileged user), held open by a ``sleep``.
+* ``Daemon``: the binary under test (ours by default; ``SLIRP4NETNS_BIN`` picks another, e.g.
+  ``/usr/bin/slirp4netns`` for the same scenario against the reference), spawned inside ``Outer``
+  with chosen fd numbers (podman passes ``-e 3 -r 4``), stdout/stderr captured to files.
+
+Every wait has a timeout; every process is ended by PID in ``close()``, which fixtures call in
+their teardown whatever the test did.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import select
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+TEST_USER = "pyslirp4netns-test"  # created by .ci/run
+REFERENCE = "/usr/bin/slirp4netns"
+NO_SUCH_PID = "2147483647"  # above any pid_max: can never name a live process
+
+
+def wait_until(predicate: object, timeout: float, what: str, interval: float = 0.02) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():  # type: ignore[operator]
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def ns_id(pid: int, ns: str) -> str:
+    return os.readlink(f"/proc/{pid}/ns/{ns}")
+
+
+def end_process(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
+    """SIGKILL by PID and reap; never by name."""
+    if proc is None or proc.poll() is not None:
+        return
+    try:
+        proc.kill()
+    except ProcessLookupError:
+        pass
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+@dataclass(frozen=True)
+class User:
+    name: str
+    uid: int
+    gid: int
+
+    @classmethod
+    def lookup(cls, name: str = TEST_USER) -> User | None:
+        try:
+            pw = pwd.getpwnam(name)
+        except KeyError:
+            return None
+        return cls(name, pw.pw_uid, pw.pw_gid)
+
+    def prefix(self) -> list[str]:
+        return [
+            "setpriv",
+            f"--reuid={self.uid}",
+            f"--regid={self.gid}",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--",
+        ]
+
+
+class Outer:
+    """A loopback-only network namespace plus a private mount namespace (the "host")."""
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix="pyslirp4netns-outer-"))
+        self.dir.chmod(0o755)
+        self.resolv = self.dir / "resolv.conf"
+        self.resolv.write_text("nameserver 127.0.0.1\n")
+        self.resolv.chmod(0o644)
+        script = (
+            "set -e; ip link set lo up; "
+            f"mount --bind {shlex.quote(str(self.resolv))} /etc/resolv.conf; "
+            "echo ready; exec sleep 86400"
+        )
+        self.proc = subprocess.Popen(
+            ["unshare", "--net", "--mount", "--propagation", "private", "--", "sh", "-c", script],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            assert self.proc.stdout is not None
+            ready, _, _ = select.select([self.proc.stdout], [], [], 10)
+            if not ready or self.proc.stdout.readline().strip() != b"ready":
+                raise RuntimeError("the outer namespace did not come up")
+        except BaseException:
+            self.close()
+            raise
+        self.pid = self.proc.pid
+        # The safety net itself is tested: nothing but lo may exist in here.
+        links = self.run(["ip", "-o", "link", "show"]).stdout.decode()
+        assert [line.split(":")[1].strip() for line in links.splitlines()] == ["lo"], links
+
+    def prefix(self, user: User | None = None) -> list[str]:
+        cmd = ["nsenter", "-t", str(self.pid), "-n", "-m", "--"]
+        return cmd + (user.prefix() if user else [])
+
+    def run(
+        self,
+        argv: Sequence[str],
+        user: User | None = None,
+        timeout: float = 30,
+        check: bool = True,
+        **kwargs: object,
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(  # type: ignore[call-overload, no-any-return]
+            self.prefix(user) + list(argv),
+            capture_output=True,
+            timeout=timeout,
+            check=check,
+            stdin=subprocess.DEVNULL,
+            **kwargs,
+        )
+
+    def close(self) -> None:
+        end_process(self.proc)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class Guest:
+    """A guest network namespace held by ``sleep``; ``rootless`` adds a user namespace."""
+
+    def __init__(self, outer: Outer, rootless: bool, user: User | None = None) -> None:
+        self.outer = outer
+        self.rootless = rootless
+        self.user = user
+        unshare = ["unshare", "-Urn"] if rootless else ["unshare", "-n"]
+        self.proc = subprocess.Popen(
+            outer.prefix(user) + unshare + ["sleep", "86400"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        self.pid = self.proc.pid  # nsenter, setpriv and unshare all exec: this is the sleep
+        outer_net = ns_id(outer.pid, "net")
+        try:
+            wait_until(
+                lambda: self._comm() == "sleep" and ns_id(self.pid, "net") != outer_net,
+                10,
+                "the guest namespace",
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def _comm(self) -> str:
+        try:
+            return Path(f"/proc/{self.pid}/comm").read_text().strip()
+        except OSError:
+            return ""
+
+    def prefix(self) -> list[str]:
+        if self.rootless:
+            return ["nsenter", "-t", str(self.pid), "-U", "--preserve-credentials", "-n", "--"]
+        return ["nsenter", "-t", str(self.pid), "-n", "--"]
+
+    def run(
+        self, argv: Sequence[str], timeout: float = 30, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            self.outer.prefix(self.user) + self.prefix() + list(argv),
+            capture_output=True,
+            timeout=timeout,
+            check=check,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def sh(self, script: str, timeout: float = 30, check: bool = True) -> str:
+        return self.run(["sh", "-c", script], timeout=timeout, check=check).stdout.decode()
+
+    def close(self) -> None:
+        end_process(self.proc)
+
+
+def binary() -> list[str]:
+    """The daemon under test: ours unless SLIRP4NETNS_BIN names another (e.g. the reference)."""
+    env = os.environ.get("SLIRP4NETNS_BIN")
+    return shlex.split(env) if env else [sys.executable, "-m", "pyslirp4netns"]
+
+
+def is_reference(argv0: Sequence[str]) -> bool:
+    return os.path.basename(argv0[0]) == "slirp4netns"
+
+
+class Daemon:
+    """One run of the binary inside ``Outer``, with inherited fds at fixed numbers."""
+
+    def __init__(
+        self,
+        outer: Outer,
+        args: Sequence[str],
+        user: User | None = None,
+        fds: Mapping[int, int] | None = None,
+        env: Mapping[str, str] | None = None,
+        program: Sequence[str] | None = None,
+        wrap: Sequence[str] = (),
+    ) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="pyslirp4netns-daemon-"))
+        self.workdir.chmod(0o755)
+        self.stdout_path = self.workdir / "stdout"
+        self.stderr_path = self.workdir / "stderr"
+        self.program = list(program) if program is not None else binary()
+        self.argv = outer.prefix(user) + list(wrap) + self.program + list(args)
+        out = os.open(self.stdout_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        err = os.open(self.stderr_path, os.O_WRONLY | os.O_CREAT, 0o644)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        actions: list[tuple[int, int, int]] = [
+            (os.POSIX_SPAWN_DUP2, devnull, 0),
+            (os.POSIX_SPAWN_DUP2, out, 1),
+            (os.POSIX_SPAWN_DUP2, err, 2),
+        ]
+        # dup2 onto the exact numbers the caller asked for (podman: -e 3 -r 4); the sources are
+        # close-on-exec, the targets are not.
+        for target, source in (fds or {}).items():
+            actions.append((os.POSIX_SPAWN_DUP2, source, target))
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        try:
+            self.pid = os.posix_spawnp(
+                self.argv[0], self.argv, full_env, file_actions=actions, setsigdef=(signal.SIGINT,)
+            )
+        finally:
+            for fd in (out, err, devnull):
+                os.close(fd)
+        self.returncode: int | None = None
+        self.descendants: list[psutil.Process] = []
+
+    # -- observing -----------------------------------------------------------------------
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        wait_until(lambda: self.poll() is not None, timeout, f"daemon {self.pid} to exit")
+        assert self.returncode is not None
+        return self.returncode
+
+    def remember_descendants(self) -> None:
+        try:
+            self.descendants = psutil.Process(self.pid).children(recursive=True)
+        except psutil.NoSuchProcess:
+            self.descendants = []
+
+    def leftovers(self) -> list[int]:
+        """Our process and any it started that are still alive (zombies of ours are reaped)."""
+        alive = []
+        for proc in [*self.descendants]:
+            try:
+                if proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(proc.pid)
+            except psutil.NoSuchProcess:
+                pass
+        if self.poll() is None:
+            alive.append(self.pid)
+        return alive
+
+    def signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def close(self) -> None:
+        if self.poll() is None:
+            self.remember_descendants()
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.wait(10)
+        for proc in self.descendants:
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def read_ready(fd: int, timeout: float) -> bytes:
+    """Everything written to a ready pipe until EOF (slirp4netns writes b"1" and closes)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"ready fd: no EOF within {timeout}s (got {data!r})")
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            continue
+        chunk = os.read(fd, 64)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def link_details(text: str) -> str:
+    """``ip -d addr``/``ip route`` output with what legitimately varies run to run masked."""
+    import re
+
+    text = re.sub(r"link/ether \S+", "link/ether MAC", text)
+    text = re.sub(r"inet6 fe80::\S+", "inet6 fe80::LL", text)
+    text = re.sub(r"^\d+: ", "N: ", text, flags=re.M)
+    text = re.sub(r"valid_lft \S+ preferred_lft \S+", "valid_lft L preferred_lft L", text)
+    return text
