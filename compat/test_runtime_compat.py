@@ -140,3 +140,16 @@ def test_configure_and_banner_match(make_guest, make_daemon, pipes, outer, args,
     assert ours[1] == ref[1]
     assert ours[0] == ref[0]
     assert ref[0][0] == 0
+
+
+def test_rootless_sandbox_in_path_mode_fails_like_slirp4netns(make_guest, make_daemon, unpriv):
+    def scenario(p: list[str] | None) -> tuple[int, str, str]:
+        guest = make_guest(rootless=True, user=unpriv)
+        args = ["--enable-sandbox", "--netns-type=path", "--userns-path"]
+        args += [f"/proc/{guest.pid}/ns/user", f"/proc/{guest.pid}/ns/net", "tap0"]
+        rc, out, err = outcome(make_daemon(args, program=p, user=unpriv))
+        return rc, out.split("\n")[0], err
+
+    ref, ours = run_both(scenario)
+    assert ours == ref
+    assert ref[0] == 1 and ref[2].endswith("parent failed\n")

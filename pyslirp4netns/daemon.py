@@ -23,7 +23,14 @@ import sys
 from collections.abc import Callable
 
 from pyslirp4netns.config import Config
-from pyslirp4netns.netns import StartupError, Tap, join_target, tap_from_fd
+from pyslirp4netns.netns import (
+    CLONE_NEWUSER,
+    StartupError,
+    Tap,
+    join_target,
+    join_userns,
+    tap_from_fd,
+)
 
 MIN_MTU = 68  # libslirp's IF_MTU_MIN
 UNIX_PATH_MAX = 108
@@ -280,6 +287,23 @@ def open_target_pidfd(config: Config) -> int | None:
         return None  # gone already (the join will say so) or no pidfd support
 
 
+def become_userns_root(config: Config) -> None:
+    """slirp4netns's sandbox preamble for a rootless caller (contract §4.1 step 5).
+
+    In PID mode the process joins the target's user namespace (we are single-threaded here: the
+    join thread, if any, has ended), then takes uid/gid 0 there. Path mode joins nothing, so
+    the setegid fails exactly as in slirp4netns.
+    """
+    if not config.path_mode and config.pid is not None:
+        join_userns(f"/proc/{config.pid}/ns/user", CLONE_NEWUSER)
+    for name, call in (("setegid(0)", os.setegid), ("seteuid(0)", os.seteuid)):
+        try:
+            call(0)
+        except OSError:
+            log(name)  # slirp4netns prints the bare call, no strerror
+            raise StartupError("parent failed") from None
+
+
 def run(config: Config) -> int:
     """Start, serve until told to stop, return the exit status (0 clean, 1 start-up failure)."""
     try:
@@ -308,6 +332,8 @@ def _run(config: Config) -> int:
         raise do_slirp_failed("slirp_new failed", "create_slirp failed")
     sys.stdout.write(banner(config))
     sys.stdout.flush()
+    if config.enable_sandbox and os.geteuid() != 0:
+        become_userns_root(config)
     daemon = Daemon(config, tap, target_pidfd)
     try:
         daemon.start(exit_fd_open)

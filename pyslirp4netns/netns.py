@@ -97,6 +97,14 @@ def _join(path: str, nstype: int, what: str) -> None:
         os.close(fd)
 
 
+def join_userns(path: str, nstype: int) -> None:
+    """Best-effort userns join, as slirp4netns: a failure is ignored and the next step decides."""
+    try:
+        _join(path, nstype, "setns(CLONE_NEWUSER)")
+    except StartupError:
+        pass
+
+
 def netns_path(config: Config) -> str:
     return config.target if config.path_mode else f"/proc/{config.pid}/ns/net"
 
@@ -194,16 +202,13 @@ def tap_from_fd(fd: int) -> Tap:
 
 
 def _enter_and_open(
-    config: Config, want_offload: bool, join_userns: bool
+    config: Config, want_offload: bool, with_userns: bool
 ) -> tuple[Tap, str | None]:
     """Everything that happens inside the target: join, open the tap, run -c."""
-    if join_userns:
+    if with_userns:
         path = userns_path(config)
         assert path is not None
-        try:
-            _join(path, CLONE_NEWUSER, "setns(CLONE_NEWUSER)")
-        except StartupError:
-            pass  # slirp4netns ignores a failed userns join; the netns join decides
+        join_userns(path, CLONE_NEWUSER)
     _join(netns_path(config), CLONE_NEWNET, "setns(CLONE_NEWNET)")
     tap, note = open_tap(config.tapname, want_offload)
     if config.configure:
@@ -244,7 +249,7 @@ def _join_in_thread(config: Config, want_offload: bool) -> tuple[Tap, str | None
 
     def work() -> None:
         try:
-            result.append(_enter_and_open(config, want_offload, join_userns=False))
+            result.append(_enter_and_open(config, want_offload, with_userns=False))
         except BaseException as e:  # reported by the caller; the thread must not die silently
             failure.append(e)
 
@@ -274,7 +279,7 @@ def _join_in_child(config: Config, want_offload: bool) -> tuple[Tap, str | None]
         try:
             parent_sock.close()
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            tap, note = _enter_and_open(config, want_offload, join_userns=True)
+            tap, note = _enter_and_open(config, want_offload, with_userns=True)
             message = _MODE.pack(tap.vnet_hdr, tap.offload, tap.name.encode())
             message += (note or "").encode()
             socket.send_fds(child_sock, [message], [tap.fd])
