@@ -25,6 +25,7 @@ class Config:
     target: str
     tapname: str = "tap0"
     pid: int | None = None  # set in pid mode only
+    tapfd: int | None = None  # set in tapfd mode only: the inherited tap fd's number
     configure: bool = False  # -c: bring the tap up and address it inside the target
     exit_fd: int = -1  # -e: exit 0 on any poll event on this fd; -1 = off
     ready_fd: int = -1  # -r: write b"1" and close once everything is up; -1 = off

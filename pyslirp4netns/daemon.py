@@ -321,8 +321,8 @@ def _run(config: Config) -> int:
     exit_fd_open = fd_is_open(config.exit_fd)
     ready_fd_open = fd_is_open(config.ready_fd)
     target_pidfd = open_target_pidfd(config)
-    if config.netns_type == "tapfd":
-        tap, note = tap_from_fd(int(config.target)), None
+    if config.tapfd is not None:
+        tap, note = tap_from_fd(config.tapfd), None
     else:
         tap, note = join_target(config, want_offload())
     if note:
