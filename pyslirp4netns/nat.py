@@ -1,0 +1,178 @@
+"""Address policy: where a guest's new flow may go on the host, decided before any socket exists.
+
+Theory of operation
+-------------------
+Every new guest flow (a TCP SYN, the first datagram of a UDP flow, an ICMP echo) passes through
+``Policy.resolve(proto, dst, port)`` exactly once. The answer is either ``Forward`` (the host-side
+destination of the socket the shell will open) or ``Deny`` (the stack answers the guest with an
+ICMP unreachable, the way slirp4netns answers its internal EPERM). Nothing else in the program
+chooses a host destination, so this file is the whole of the NAT's reach.
+
+The map is slirp4netns's (contract §3.4):
+
+* gateway N+2 -> host 127.0.0.1 (same port); fd00::/64 (but fd00::3) and ff02::1 -> host ::1;
+* DNS alias N+3 (fd00::3) port 53 -> the resolver from resolv.conf; any other port is refused;
+  with ``--disable-dns`` the alias has no meaning and is treated like any other address;
+* 255.255.255.255 -> host 127.0.0.1 (libslirp's behaviour);
+* everything else -> unchanged, through the host's routing.
+
+``--disable-host-loopback`` is airtight here, unlike slirp4netns (which it lets a guest bypass by
+addressing 127.0.0.0/8, 0.0.0.0, ::1 or ::ffff:127.0.0.1 directly): with it, every path to host
+loopback or unspecified addresses is refused: 127.0.0.0/8, 0.0.0.0/8, ::1, ::, the IPv4-compatible
+::/96, ::ffff:0:0/96 whose inner address is refused, link-local, broadcast, multicast and our own
+aliases. The one deliberate exception is the DNS forwarder's own target, which the user
+configured in resolv.conf (slirp4netns and its man page behave the same).
+
+Multicast and link-local destinations are refused in every mode: they have no meaning through a
+NAT (link-local needs a scope the guest cannot name on our side).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv6Address
+
+from pyslirp4netns.config import IPV6_NETWORK, Config
+
+IPPROTO_ICMP = 1
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+IPPROTO_ICMPV6 = 58
+DNS_PORT = 53
+
+LOOPBACK4 = socket.inet_pton(socket.AF_INET, "127.0.0.1")
+LOOPBACK6 = socket.inet_pton(socket.AF_INET6, "::1")
+GATEWAY6 = socket.inet_pton(socket.AF_INET6, "fd00::2")
+DNS6 = socket.inet_pton(socket.AF_INET6, "fd00::3")
+ALL_NODES6 = socket.inet_pton(socket.AF_INET6, "ff02::1")
+LIMITED_BROADCAST = b"\xff\xff\xff\xff"
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """Open the host socket toward ``addr`` (4 or 16 bytes) and ``port``."""
+
+    family: int
+    addr: bytes
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    """Refuse: the guest gets ICMP net unreachable from the gateway (slirp4netns's EPERM path)."""
+
+    reason: str
+
+
+Decision = Forward | Deny
+
+
+@dataclass(frozen=True, slots=True)
+class Nameservers:
+    """The first resolver of each family from resolv.conf (contract §3.6); None if absent."""
+
+    v4: bytes | None = None
+    v6: bytes | None = None
+    v6_scope: int = 0  # from "fe80::1%eth0"; resolved to an ifindex by the shell
+
+
+class Policy:
+    """``resolve()`` for one Config; the shell swaps ``nameservers`` when resolv.conf changes."""
+
+    def __init__(self, config: Config, nameservers: Nameservers | None = None) -> None:
+        self.disable_host_loopback = config.disable_host_loopback
+        self.disable_dns = config.disable_dns
+        self.enable_ipv6 = config.enable_ipv6
+        self.gateway = config.gateway.packed
+        self.dns = config.dns.packed
+        self.cidr = config.cidr
+        self.nameservers = nameservers or Nameservers()
+
+    def resolve(self, proto: int, dst: bytes, port: int) -> Decision:
+        """Where a new guest flow to ``dst``:``port`` goes (``port`` is 0 for ICMP)."""
+        if len(dst) == 4:
+            return self._resolve4(proto, dst, port)
+        if len(dst) == 16 and self.enable_ipv6:
+            return self._resolve6(proto, dst, port)
+        return Deny("address family not served")
+
+    # -- IPv4 ----------------------------------------------------------------------------
+    def _resolve4(self, proto: int, dst: bytes, port: int) -> Decision:
+        if dst == self.dns and not self.disable_dns:
+            return self._dns(proto, port, socket.AF_INET, self.nameservers.v4)
+        if dst in (self.gateway, LIMITED_BROADCAST):
+            if self.disable_host_loopback:
+                return Deny("host loopback is disabled")
+            return Forward(socket.AF_INET, LOOPBACK4, port)
+        why = self._refused4(IPv4Address(dst))
+        if why:
+            return Deny(why)
+        return Forward(socket.AF_INET, dst, port)
+
+    def _refused4(self, addr: IPv4Address) -> str | None:
+        """Why an IPv4 destination (other than our aliases' mapped ones) is refused, if it is."""
+        if addr.is_multicast or addr.is_link_local:
+            return "multicast or link-local destination"
+        if not self.disable_host_loopback:
+            return None
+        if addr.is_loopback or addr in _ZERO_NET or addr.is_reserved:
+            return "host loopback is disabled"
+        if addr.packed in (self.gateway, self.dns) or addr == self.cidr.broadcast_address:
+            return "host loopback is disabled"
+        return None
+
+    # -- IPv6 ----------------------------------------------------------------------------
+    def _resolve6(self, proto: int, dst: bytes, port: int) -> Decision:
+        if dst == DNS6 and not self.disable_dns:
+            return self._dns(proto, port, socket.AF_INET6, self.nameservers.v6)
+        addr = IPv6Address(dst)
+        if addr in IPV6_NETWORK or dst == ALL_NODES6:
+            if self.disable_host_loopback:
+                return Deny("host loopback is disabled")
+            return Forward(socket.AF_INET6, LOOPBACK6, port)
+        if addr.ipv4_mapped is not None:
+            inner = addr.ipv4_mapped
+            why = self._refused4(inner)
+            if why is None and inner.packed in (self.gateway, self.dns, LIMITED_BROADCAST):
+                # Our aliases have no meaning on the host side; never a path around the map.
+                why = "alias addressed as IPv4-mapped IPv6"
+            return Deny(why) if why else Forward(socket.AF_INET6, dst, port)
+        if addr.is_multicast or addr.is_link_local:
+            return Deny("multicast or link-local destination")
+        if self.disable_host_loopback and (
+            addr.is_loopback or addr.is_unspecified or addr in _V4_COMPATIBLE
+        ):
+            return Deny("host loopback is disabled")
+        return Forward(socket.AF_INET6, dst, port)
+
+    # -- the DNS alias -------------------------------------------------------------------
+    def _dns(self, proto: int, port: int, family: int, server: bytes | None) -> Decision:
+        if proto not in (IPPROTO_UDP, IPPROTO_TCP) or port != DNS_PORT:
+            return Deny("the DNS alias serves port 53 only")
+        if server is None:
+            return Deny("no nameserver of this family in resolv.conf")
+        return Forward(family, server, DNS_PORT)
+
+
+_ZERO_NET = ipaddress.IPv4Network("0.0.0.0/8")
+_V4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def parse_resolv_conf(text: str) -> tuple[list[str], list[str]]:
+    """The ``nameserver`` addresses of each family, in file order (IPv6 may carry ``%scope``)."""
+    v4: list[str] = []
+    v6: list[str] = []
+    for line in text.splitlines():
+        fields = line.split()
+        if len(fields) < 2 or fields[0] != "nameserver":
+            continue
+        value = fields[1]
+        address = value.split("%", 1)[0]
+        try:
+            parsed = ipaddress.ip_address(address)
+        except ValueError:
+            continue
+        (v4 if parsed.version == 4 else v6).append(value)
+    return v4, v6
