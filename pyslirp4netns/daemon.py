@@ -4,7 +4,8 @@ Start-up follows slirp4netns (contract §4.1): get the tap from inside the targe
 banner, bind the API socket, then write the ready byte only once all of that holds. The loop
 then waits, without a timeout and so without burning CPU, on:
 
-* the tap (frames are read in batches until EAGAIN; until the packet stack lands they are dropped),
+* the tap (frames are read in batches until EAGAIN and fed to the sans-IO ``Stack``; what it
+  answers is written back once per batch),
 * the exit fd (any poll event ends the run with status 0, contract §4.3),
 * SIGTERM/SIGINT (through a wake-up pipe: a clean exit 0 where slirp4netns dies by the signal),
 * the target process (a pidfd in PID mode: we exit 0 when it is gone; slirp4netns idles forever),
@@ -20,9 +21,12 @@ import signal
 import socket
 import stat
 import sys
+import time
 from collections.abc import Callable
 
 from pyslirp4netns.config import Config
+from pyslirp4netns.faults import ENV as FAULTS_ENV
+from pyslirp4netns.faults import FaultInjector
 from pyslirp4netns.netns import (
     CLONE_NEWUSER,
     StartupError,
@@ -31,6 +35,8 @@ from pyslirp4netns.netns import (
     join_userns,
     tap_from_fd,
 )
+from pyslirp4netns.stack import Stack
+from pyslirp4netns.wire import vnet
 
 MIN_MTU = 68  # libslirp's IF_MTU_MIN
 UNIX_PATH_MAX = 108
@@ -154,8 +160,11 @@ class Daemon:
         self.epoll = select.epoll()
         self.handlers: dict[int, Callable[[int], str | None]] = {}
         self.target_pidfd = target_pidfd
-        self.frames_dropped = 0
+        self.stack = Stack(config)
+        self.faults = faults_from_env()
         self._buffer = bytearray(READ_SIZE)
+        self._view = memoryview(self._buffer)
+        self._header = vnet.SIZE if tap.vnet_hdr else 0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._exit_now: str | None = None
 
@@ -212,22 +221,52 @@ class Daemon:
         return 0
 
     def _on_tap(self, events: int) -> str | None:
-        # Drain until EAGAIN: one wake-up, many frames. The packet stack arrives with issue 3;
-        # until then frames are counted and dropped (no per-frame logging).
-        buf = self._buffer
-        fd = self.tap.fd
+        # Drain until EAGAIN: one wake-up, many frames, then one round of writes.
+        reason = self._read_tap()
+        self._write_tap()
+        return reason
+
+    def _read_tap(self) -> str | None:
+        buf, view, header = self._buffer, self._view, self._header
+        fd, stack, faults = self.tap.fd, self.stack, self.faults
+        now = time.monotonic()
         while True:
             try:
                 n = os.readv(fd, [buf])
             except (BlockingIOError, InterruptedError):
-                return None
+                break
             except OSError as e:
-                if e.errno == errno.EBADFD:  # tap detached (device deleted): nothing more to serve
+                if e.errno == errno.EBADFD:  # tap detached (device deleted): nothing to serve
                     return "tap device is gone"
                 raise
-            if n == 0:
-                return None
-            self.frames_dropped += 1
+            if n <= header:
+                break
+            # The virtio-net header of a guest frame only says how its checksum stands; the
+            # stack verifies what it reads, so the header is skipped here.
+            if faults is None:
+                stack.receive_frame(view[header:n], now)
+            else:
+                for frame in faults.apply(bytes(view[header:n])):
+                    stack.receive_frame(frame, now)
+        if faults is not None:
+            for frame in faults.flush():
+                stack.receive_frame(frame, now)
+        return None
+
+    def _write_tap(self) -> None:
+        out = self.stack.out
+        if not out:
+            return
+        fd = self.tap.fd
+        prefix = [vnet.PLAIN] if self.tap.vnet_hdr else []
+        for frame in out:
+            try:
+                os.writev(fd, [*prefix, frame])
+            except (BlockingIOError, InterruptedError):
+                break  # the guest's queue is full: drop, as a congested link would
+            except OSError:
+                pass  # e.g. EINVAL for a frame the tap refuses: that frame only
+        out.clear()
 
     def _on_api(self, events: int) -> str | None:
         assert self.api is not None
@@ -259,6 +298,19 @@ class Daemon:
                     os.close(fd)
                 except OSError:
                     pass
+
+
+def faults_from_env() -> FaultInjector | None:
+    """The test-only fault injector, when PYSLIRP4NETNS_FAULTS asks for one."""
+    spec = os.environ.get(FAULTS_ENV)
+    if not spec:
+        return None
+    try:
+        injector = FaultInjector.from_spec(spec)
+    except ValueError as e:
+        raise StartupError(str(e)) from None
+    log(f"WARNING: fault injection is on ({injector})")
+    return injector
 
 
 def _note_signal(signum: int, frame: object) -> None:
