@@ -43,8 +43,8 @@ ADMIN_PROHIBITED = 13
 _PACK = ICMPV4.struct.pack
 
 
-class Icmpv4Repr(NamedTuple):
-    """A checked ICMP message; its data is ``payload_length`` bytes at ``payload_offset``."""
+class IcmpRepr(NamedTuple):
+    """A checked ICMP or ICMPv6 message; data: ``payload_length`` bytes at ``payload_offset``."""
 
     type: int
     code: int
@@ -61,6 +61,9 @@ class Icmpv4Repr(NamedTuple):
     def sequence(self) -> int:
         """Echo sequence number (low half of ``rest``)."""
         return self.rest & 0xFFFF
+
+
+Icmpv4Repr = IcmpRepr
 
 
 def decode(buf: Buffer, offset: int = 0, length: int | None = None) -> Icmpv4Repr:

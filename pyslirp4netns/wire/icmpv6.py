@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from construct import Int8ub, Int16ub, Int32ub, Struct
 
 from pyslirp4netns.wire.codec import Buffer, WireError, checksum, derive, ipv6_pseudo_sum, ones_sum
+from pyslirp4netns.wire.icmpv4 import IcmpRepr
 
 # RFC 4443 §2.1; ``rest`` is identifier | sequence for echo (§4.1), unused for unreachable (§3.1),
 # the MTU for packet too big (§3.2), the pointer for parameter problem (§3.4):
@@ -51,24 +50,8 @@ MIN_MTU = 1280
 _PACK = ICMPV6.struct.pack
 
 
-class Icmpv6Repr(NamedTuple):
-    """A checked ICMPv6 message; its data is ``payload_length`` bytes at ``payload_offset``."""
-
-    type: int
-    code: int
-    rest: int
-    payload_offset: int
-    payload_length: int
-
-    @property
-    def identifier(self) -> int:
-        """Echo identifier (high half of ``rest``)."""
-        return self.rest >> 16
-
-    @property
-    def sequence(self) -> int:
-        """Echo sequence number (low half of ``rest``)."""
-        return self.rest & 0xFFFF
+# RFC 4443 §2.1 keeps ICMPv4's layout (type, code, checksum, 32 bits of "rest"): one Repr.
+Icmpv6Repr = IcmpRepr
 
 
 def decode(buf: Buffer, offset: int, length: int, src: bytes, dst: bytes) -> Icmpv6Repr:
