@@ -14,9 +14,10 @@ nothing else: one bad frame can't stop the stack.
 
 What answers today (contract §3.2): ARP for the gateway N+2 and the DNS alias N+3 only, with MAC
 ``52:55:`` + the IPv4 address; ICMP echo to those two addresses, answered by us with TTL 255
-(also with ``--disable-host-loopback``/``--disable-dns``, as slirp4netns). The guest's MAC is
+(also with ``--disable-host-loopback``/``--disable-dns``, as slirp4netns); DHCP on port 67 of the
+gateway or the broadcast address (``dhcp.DhcpServer``). The guest's MAC is
 learned from its ARP and IPv4 traffic. Everything else is counted and dropped until the UDP, DNS,
-DHCP and TCP parts land.
+and TCP parts land.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from __future__ import annotations
 from collections import Counter
 
 from pyslirp4netns.config import Config
-from pyslirp4netns.wire import arp, ethernet, icmpv4, ipv4
+from pyslirp4netns.dhcp import DhcpServer
+from pyslirp4netns.wire import arp, dhcp, ethernet, icmpv4, ipv4, udp
 from pyslirp4netns.wire.codec import Buffer, WireError
 
 ALIAS_MAC_PREFIX = b"\x52\x55"  # libslirp's MAC for an alias: 52:55 + its IPv4 address
 REPLY_TTL = 255  # libslirp answers ICMP itself with TTL 255
+BROADCAST4 = b"\xff\xff\xff\xff"
 
 
 def alias_mac(address: bytes) -> bytes:
@@ -47,6 +50,7 @@ class Stack:
         self.out: list[bytes] = []
         self.requests: list[object] = []
         self.dropped: Counter[str] = Counter()
+        self.dhcp = DhcpServer(config)
         self._ip_id = 0
 
     # -- input ---------------------------------------------------------------------------
@@ -94,6 +98,11 @@ class Stack:
         if ip.protocol == ipv4.PROTO_ICMP and ip.dst in self.aliases:
             self._icmp_to_alias(eth, ip, frame)
             return
+        if ip.protocol == ipv4.PROTO_UDP and ip.dst in (self.gateway, BROADCAST4):
+            datagram = udp.decode(frame, ip.payload_offset, ip.payload_length)
+            if datagram.dst_port == dhcp.SERVER_PORT:
+                self._dhcp(eth, frame, datagram)
+                return
         self.dropped["ipv4: not served yet"] += 1
 
     def _icmp_to_alias(self, eth: ethernet.EthernetRepr, ip: ipv4.Ipv4Repr, frame: Buffer) -> None:
@@ -105,6 +114,15 @@ class Stack:
         data = bytes(frame[start : start + message.payload_length])
         reply = icmpv4.echo_reply(message.identifier, message.sequence, data)
         self._send_ipv4(eth.src, ip.dst, ip.src, ipv4.PROTO_ICMP, reply, REPLY_TTL)
+
+    def _dhcp(self, eth: ethernet.EthernetRepr, frame: Buffer, datagram: udp.UdpRepr) -> None:
+        message = dhcp.decode(frame, datagram.payload_offset, datagram.payload_length)
+        answer = self.dhcp.handle(message)
+        if answer is None:
+            return
+        # Sent to the broadcast address: the client has no address yet (RFC 2131 §4.1).
+        header = udp.encode(self.gateway, BROADCAST4, dhcp.SERVER_PORT, dhcp.CLIENT_PORT, answer)
+        self._send_ipv4(eth.src, self.gateway, BROADCAST4, ipv4.PROTO_UDP, header + answer, 64)
 
     # -- output --------------------------------------------------------------------------
     def _send_ipv4(
