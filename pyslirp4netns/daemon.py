@@ -33,6 +33,7 @@ from pyslirp4netns.netns import (
     Tap,
     join_target,
     join_userns,
+    log,
     tap_from_fd,
 )
 from pyslirp4netns.stack import Stack
@@ -41,12 +42,6 @@ from pyslirp4netns.wire import vnet
 MIN_MTU = 68  # libslirp's IF_MTU_MIN
 UNIX_PATH_MAX = 108
 READ_SIZE = 65536 + 64  # a full 64 KiB GSO frame plus the virtio-net header
-
-
-def log(line: str) -> None:
-    """One line on stderr, unbuffered like slirp4netns's."""
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
 
 
 def fd_is_open(fd: int) -> bool:

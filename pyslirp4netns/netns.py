@@ -222,7 +222,8 @@ def _enter_and_open(
     return tap, note
 
 
-def _log(line: str) -> None:
+def log(line: str) -> None:
+    """One line on stderr, unbuffered like slirp4netns's."""
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
 
@@ -260,12 +261,12 @@ def _join_in_thread(config: Config, want_offload: bool) -> tuple[Tap, str | None
     if failure:
         exc = failure[0]
         if isinstance(exc, StartupError):
-            _log(str(exc))
+            log(str(exc))
             raise _child_failed(1)
         raise exc
     tap, note = result[0]
-    _log(f"sent tapfd={tap.fd} for {config.tapname}")
-    _log(f"received tapfd={tap.fd}")
+    log(f"sent tapfd={tap.fd} for {config.tapname}")
+    log(f"received tapfd={tap.fd}")
     return tap, note
 
 
@@ -283,12 +284,12 @@ def _join_in_child(config: Config, want_offload: bool) -> tuple[Tap, str | None]
             message = _MODE.pack(tap.vnet_hdr, tap.offload, tap.name.encode())
             message += (note or "").encode()
             socket.send_fds(child_sock, [message], [tap.fd])
-            _log(f"sent tapfd={tap.fd} for {config.tapname}")
+            log(f"sent tapfd={tap.fd} for {config.tapname}")
             status = 0
         except StartupError as e:
-            _log(str(e))
+            log(str(e))
         except BaseException as e:  # any surprise still ends the child with a clear line
-            _log(f"child: {e!r}")
+            log(f"child: {e!r}")
         finally:
             os._exit(status)
     child_sock.close()
@@ -314,7 +315,7 @@ def _join_in_child(config: Config, want_offload: bool) -> tuple[Tap, str | None]
     if not fds:
         raise StartupError("the message does not contain fd")
     fd = fds[0]
-    _log(f"received tapfd={fd}")
+    log(f"received tapfd={fd}")
     vnet_hdr, offload, name = _MODE.unpack_from(message)
     note = message[_MODE.size :].decode() or None
     return Tap(fd, name.rstrip(b"\0").decode(), bool(vnet_hdr), offload), note

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,10 +36,12 @@ REFERENCE = "/usr/bin/slirp4netns"
 NO_SUCH_PID = "2147483647"  # above any pid_max: can never name a live process
 
 
-def wait_until(predicate: object, timeout: float, what: str, interval: float = 0.02) -> None:
+def wait_until(
+    predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.02
+) -> None:
     deadline = time.monotonic() + timeout
     while True:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
