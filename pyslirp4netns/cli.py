@@ -379,11 +379,18 @@ def _parse_cidr(text: str) -> IPv4Network:
 
 
 def _interface_address(ifname: str, family: socket.AddressFamily) -> str | None:
-    """The first address of ``family`` on interface ``ifname`` (getifaddrs order)."""
-    for address in psutil.net_if_addrs().get(ifname, []):
-        if address.family == family:
-            return str(address.address).split("%")[0]  # psutil appends "%ifname" to link-locals
-    return None
+    """The first address of ``family`` on interface ``ifname`` (getifaddrs order).
+
+    For IPv6 a global address comes before a link-local one: a socket can't be bound to a
+    link-local source without a scope, so outbound traffic from it would fail.
+    """
+    found = [
+        str(address.address).split("%")[0]  # psutil appends "%ifname" to link-locals
+        for address in psutil.net_if_addrs().get(ifname, [])
+        if address.family == family
+    ]
+    found.sort(key=lambda text: text.lower().startswith("fe80:"))
+    return found[0] if found else None
 
 
 def _is_literal(family: socket.AddressFamily, text: str) -> bool:

@@ -24,9 +24,12 @@ import sys
 import time
 from collections.abc import Callable
 
+from pyslirp4netns import events
 from pyslirp4netns.config import Config
+from pyslirp4netns.dns import ResolvConf
 from pyslirp4netns.faults import ENV as FAULTS_ENV
 from pyslirp4netns.faults import FaultInjector
+from pyslirp4netns.hostsockets import HostDatagrams
 from pyslirp4netns.netns import (
     CLONE_NEWUSER,
     StartupError,
@@ -155,7 +158,11 @@ class Daemon:
         self.epoll = select.epoll()
         self.handlers: dict[int, Callable[[int], str | None]] = {}
         self.target_pidfd = target_pidfd
-        self.stack = Stack(config)
+        now = time.monotonic()
+        self.stack = Stack(config, vnet_hdr=tap.vnet_hdr, rng=_random_fraction, now=now)
+        self.resolv = ResolvConf()
+        self.stack.policy.nameservers = self.resolv.current(now)
+        self.datagrams = HostDatagrams(self.stack, config, self._watch, self._unwatch)
         self.faults = faults_from_env()
         self._buffer = bytearray(READ_SIZE)
         self._view = memoryview(self._buffer)
@@ -189,6 +196,13 @@ class Daemon:
         self.epoll.register(fd, events)
         self.handlers[fd] = handler
 
+    def _unwatch(self, fd: int) -> None:
+        self.handlers.pop(fd, None)
+        try:
+            self.epoll.unregister(fd)
+        except OSError:
+            pass
+
     def _watch_exit_fd(self, fd: int, was_open: bool) -> None:
         """poll(POLLHUP) semantics on epoll: any HUP/ERR fires; a closed fd is POLLNVAL."""
         if not was_open:
@@ -206,25 +220,44 @@ class Daemon:
     # -- the loop --------------------------------------------------------------------------
     def serve(self) -> int:
         reason = self._exit_now
+        stack = self.stack
         while reason is None:
-            for fd, events in self.epoll.poll():
+            deadline = stack.next_deadline()
+            timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            for fd, events_ in self.epoll.poll(timeout):
                 handler = self.handlers.get(fd)
                 if handler is not None:
-                    reason = handler(events) or reason
+                    reason = handler(events_) or reason
+            if deadline is not None:
+                now = time.monotonic()
+                if now >= deadline:
+                    stack.on_timer(now)
+            self._carry_out()
         log(reason)
         log("do_slirp is exiting")
         return 0
 
-    def _on_tap(self, events: int) -> str | None:
-        # Drain until EAGAIN: one wake-up, many frames, then one round of writes.
-        reason = self._read_tap()
+    def _carry_out(self) -> None:
+        """Do what the stack asked of the shell, then write its frames (principle 2)."""
+        stack = self.stack
+        while stack.requests:
+            requests, stack.requests = stack.requests, []
+            for request in requests:
+                if isinstance(request, events.Log):
+                    log(request.text)
+                else:
+                    self.datagrams.carry_out(request)
         self._write_tap()
-        return reason
+
+    def _on_tap(self, events_: int) -> str | None:
+        # Drain until EAGAIN: one wake-up, many frames, then one round of writes.
+        return self._read_tap()
 
     def _read_tap(self) -> str | None:
         buf, view, header = self._buffer, self._view, self._header
         fd, stack, faults = self.tap.fd, self.stack, self.faults
         now = time.monotonic()
+        stack.policy.nameservers = self.resolv.current(now)  # a stat at most once a second
         while True:
             try:
                 n = os.readv(fd, [buf])
@@ -236,16 +269,21 @@ class Daemon:
                 raise
             if n <= header:
                 break
-            # The virtio-net header of a guest frame only says how its checksum stands; the
-            # stack verifies what it reads, so the header is skipped here.
+            # virtio-net header: NEEDS_CSUM/DATA_VALID frames carry no checksum to verify; a UDP
+            # GSO super-frame says its datagram size.
+            csum_done, gso_size = False, 0
+            if header:
+                csum_done = bool(buf[0] & (vnet.NEEDS_CSUM | vnet.DATA_VALID))
+                if buf[1] == vnet.GSO_UDP_L4:
+                    gso_size = buf[4] | buf[5] << 8
             if faults is None:
-                stack.receive_frame(view[header:n], now)
+                stack.receive_frame(view[header:n], now, csum_done, gso_size)
             else:
                 for frame in faults.apply(bytes(view[header:n])):
-                    stack.receive_frame(frame, now)
+                    stack.receive_frame(frame, now, csum_done, gso_size)
         if faults is not None:
             for frame in faults.flush():
-                stack.receive_frame(frame, now)
+                stack.receive_frame(frame, now, False, 0)
         return None
 
     def _write_tap(self) -> None:
@@ -253,10 +291,9 @@ class Daemon:
         if not out:
             return
         fd = self.tap.fd
-        prefix = [vnet.PLAIN] if self.tap.vnet_hdr else []
-        for frame in out:
+        for parts in out:
             try:
-                os.writev(fd, [*prefix, frame])
+                os.writev(fd, parts)
             except (BlockingIOError, InterruptedError):
                 break  # the guest's queue is full: drop, as a congested link would
             except OSError:
@@ -286,6 +323,7 @@ class Daemon:
             self.api.close()
             self.api = None
         signal.set_wakeup_fd(-1)
+        self.datagrams.close()
         self.epoll.close()
         for fd in (self._wake_r, self._wake_w, self.tap.fd, self.target_pidfd):
             if fd is not None:
@@ -306,6 +344,11 @@ def faults_from_env() -> FaultInjector | None:
         raise StartupError(str(e)) from None
     log(f"WARNING: fault injection is on ({injector})")
     return injector
+
+
+def _random_fraction() -> float:
+    """Uniform in [0, 1) from the OS: the stack's only randomness (RA timing) comes from here."""
+    return int.from_bytes(os.urandom(4), "big") / 2**32
 
 
 def _note_signal(signum: int, frame: object) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+from collections import OrderedDict
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
@@ -154,6 +155,79 @@ class Policy:
         if server is None:
             return Deny("no nameserver of this family in resolv.conf")
         return Forward(family, server, DNS_PORT)
+
+
+@dataclass(slots=True)
+class Flow:
+    """One guest datagram flow (UDP, or ICMP echo keyed by its identifier) and its host socket.
+
+    ``remote`` is the destination as the guest addressed it: replies appear to come from there,
+    whatever ``Policy`` mapped it to on the host side.
+    """
+
+    id: int
+    kind: int  # events.UDP or events.PING
+    guest_mac: bytes
+    guest: bytes  # 4 or 16 bytes
+    guest_port: int  # the ICMP identifier for ping flows
+    remote: bytes
+    remote_port: int
+    last: float  # last activity; the flow expires ``timeout`` later
+
+
+class FlowTable:
+    """Flows of one idle timeout, least recently used first, at most ``limit`` of them.
+
+    One timeout per table keeps the oldest flow first, so the next expiry is O(1) to find.
+    """
+
+    def __init__(self, timeout: float, limit: int) -> None:
+        self.timeout = timeout
+        self.limit = limit
+        self._flows: OrderedDict[tuple[object, ...], Flow] = OrderedDict()
+        self._keys: dict[int, tuple[object, ...]] = {}
+
+    def __len__(self) -> int:
+        return len(self._flows)
+
+    def get(self, key: tuple[object, ...]) -> Flow | None:
+        return self._flows.get(key)
+
+    def add(self, key: tuple[object, ...], flow: Flow) -> Flow | None:
+        """Insert ``flow``; returns the least recently used flow evicted to make room, if any."""
+        evicted = None
+        if len(self._flows) >= self.limit:
+            _, evicted = self._flows.popitem(last=False)
+            del self._keys[evicted.id]
+        self._flows[key] = flow
+        self._keys[flow.id] = key
+        return evicted
+
+    def touch(self, flow: Flow, now: float) -> None:
+        flow.last = now
+        self._flows.move_to_end(self._keys[flow.id])
+
+    def remove(self, flow: Flow) -> None:
+        key = self._keys.pop(flow.id, None)
+        if key is not None:
+            del self._flows[key]
+
+    def next_deadline(self) -> float | None:
+        for flow in self._flows.values():
+            return flow.last + self.timeout
+        return None
+
+    def expire(self, now: float) -> list[Flow]:
+        """Remove and return every flow idle for ``timeout`` or longer."""
+        gone = []
+        while self._flows:
+            flow = next(iter(self._flows.values()))
+            if flow.last + self.timeout > now:
+                break
+            self._flows.popitem(last=False)
+            del self._keys[flow.id]
+            gone.append(flow)
+        return gone
 
 
 _ZERO_NET = ipaddress.IPv4Network("0.0.0.0/8")

@@ -3,73 +3,156 @@
 Theory of operation
 -------------------
 The shell (``daemon``) hands every Ethernet frame it reads from the tap to
-``Stack.receive_frame(frame, now)`` and afterwards takes ``Stack.out`` (frames for the guest,
-written to the tap in order) and ``Stack.requests`` (work for the shell: host sockets; none yet).
-The stack never opens an fd, reads a clock or draws a random number: ``now`` is an argument,
-and ``next_deadline()``/``on_timer(now)`` are how its timers run.
+``Stack.receive_frame(frame, now, csum_done, gso_size)`` and afterwards takes ``Stack.out``
+(frames for the guest, each a list of buffers for one ``writev``, the virtio-net header first
+when the tap has one) and ``Stack.requests`` (``events``: host sockets to open, payloads to send,
+sockets to close, lines to log). What the host side brings back comes in as facts:
+``udp_received``, ``ping_received``, ``datagram_error``, ``datagram_failed``. The stack never
+opens an fd, reads a clock or draws a random number: ``now`` is an argument, randomness is a
+callable handed in, and ``next_deadline()``/``on_timer(now)`` are how its timers run.
 
 ``frame`` may be a view of the shell's reusable read buffer: nothing here keeps it after the call.
 A malformed frame raises ``WireError`` inside, is counted by reason in ``dropped`` and changes
 nothing else: one bad frame can't stop the stack.
 
-What answers today (contract §3.2): ARP for the gateway N+2 and the DNS alias N+3 only, with MAC
-``52:55:`` + the IPv4 address; ICMP echo to those two addresses, answered by us with TTL 255
-(also with ``--disable-host-loopback``/``--disable-dns``, as slirp4netns); DHCP on port 67 of the
-gateway or the broadcast address (``dhcp.DhcpServer``). The guest's MAC is
-learned from its ARP and IPv4 traffic. Everything else is counted and dropped until the UDP, DNS,
-and TCP parts land.
+What answers (contract §3):
+
+* ARP for the gateway N+2 and DNS alias N+3 only (MAC ``52:55:`` + the IPv4 address); with
+  ``--enable-ipv6`` NDP for fd00::2, fd00::3, fe80::2, fe80::3 (MAC ``52:56:`` + low 32 bits)
+  and a Router Advertisement on every Router Solicitation and every 200-600 s.
+* ICMP echo to those aliases, answered by us (TTL/hop limit 255, whatever the disable flags).
+* DHCP on port 67 of the gateway or broadcast (``dhcp.DhcpServer``); TFTP refused with
+  "Access violation", as slirp4netns.
+* UDP to anywhere else and ICMP echo to other hosts: a *flow* per (guest address, port or echo
+  identifier, destination), whose destination went through ``nat.Policy`` once, before the
+  shell opened any socket. A denied flow gets ICMP net unreachable from the gateway. Flows
+  idle out after 240 s (10 s for port 53) and the tables are bounded (least recently used
+  evicted). Errors the host socket receives (``IP_RECVERR``) come back to the guest as the
+  matching ICMP error quoting its own datagram: better than slirp4netns, where UDP to a closed
+  port is silently lost.
+* IPv4 fragments are reassembled (``fragments.Reassembler``: bounded in count, bytes and time,
+  overlaps refused); datagrams bigger than the MTU toward the guest are fragmented.
+
+ICMP errors are never sent about multicast or broadcast datagrams (RFC 1122 §3.2.2).
+TCP arrives with issue 4; until then its segments are counted and dropped.
 """
 
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 
+from pyslirp4netns import events, ndp
 from pyslirp4netns.config import Config
 from pyslirp4netns.dhcp import DhcpServer
-from pyslirp4netns.wire import arp, dhcp, ethernet, icmpv4, ipv4, udp
+from pyslirp4netns.events import DatagramClose, DatagramOpen, DatagramSend, Log
+from pyslirp4netns.fragments import Reassembler, fragment_ipv4
+from pyslirp4netns.nat import (
+    IPPROTO_ICMP,
+    IPPROTO_ICMPV6,
+    IPPROTO_UDP,
+    Deny,
+    Flow,
+    FlowTable,
+    Policy,
+)
+from pyslirp4netns.wire import arp, dhcp, ethernet, icmpv4, icmpv6, ipv4, ipv6, udp, vnet
 from pyslirp4netns.wire.codec import Buffer, WireError
 
 ALIAS_MAC_PREFIX = b"\x52\x55"  # libslirp's MAC for an alias: 52:55 + its IPv4 address
 REPLY_TTL = 255  # libslirp answers ICMP itself with TTL 255
+FORWARD_TTL = 64  # what we put on datagrams relayed from host sockets
 BROADCAST4 = b"\xff\xff\xff\xff"
+UNSPECIFIED6 = bytes(16)
+TFTP_PORT = 69
+TFTP_RRQ, TFTP_WRQ, TFTP_ERROR = 1, 2, 5
+TFTP_ACCESS_VIOLATION = 2
+
+UDP_TIMEOUT = 240.0  # contract §3.8
+DNS_TIMEOUT = 10.0  # flows to port 53: slirp4netns's 10 s after the last answer
+PING_TIMEOUT = 240.0  # contract §3.5
+FLOW_LIMIT = 4096  # per table; the least recently used flow makes room
+
+# sock_extended_err origins (linux/errqueue.h)
+ORIGIN_ICMP = 2
+ORIGIN_ICMP6 = 3
+
+UDP_CSUM_OFFSET = 6  # of the checksum within the UDP header, for virtio NEEDS_CSUM
+
+
+FirstFragment = tuple[ethernet.EthernetRepr, ipv4.Ipv4Repr, bytes]
 
 
 def alias_mac(address: bytes) -> bytes:
     return ALIAS_MAC_PREFIX + address
 
 
+def _multicast_or_broadcast(address: bytes) -> bool:
+    if len(address) == 4:
+        return address == BROADCAST4 or 224 <= address[0] <= 239
+    return address[0] == 0xFF
+
+
 class Stack:
     """One virtual network: the gateway and DNS aliases as the guest sees them."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        vnet_hdr: bool = False,
+        policy: Policy | None = None,
+        rng: Callable[[], float] | None = None,
+        now: float = 0.0,
+    ) -> None:
         self.cidr = config.cidr
+        self.mtu = config.mtu
+        self.enable_ipv6 = config.enable_ipv6
+        self.vnet_hdr = vnet_hdr
         self.gateway = config.gateway.packed
         self.dns = config.dns.packed
+        self.subnet_broadcast = config.cidr.broadcast_address.packed
         self.aliases = {self.gateway: alias_mac(self.gateway), self.dns: alias_mac(self.dns)}
+        self.policy = policy or Policy(config)
         self.neighbours: dict[bytes, bytes] = {}  # guest IPv4 -> MAC, learned
-        self.out: list[bytes] = []
-        self.requests: list[object] = []
+        self.out: list[list[Buffer]] = []
+        self.requests: list[events.Request] = []
         self.dropped: Counter[str] = Counter()
         self.dhcp = DhcpServer(config)
+        # The first fragment's Ethernet and IP headers, kept for the reassembled datagram.
+        self.reassembler: Reassembler[FirstFragment] = Reassembler(max_size=0xFFFF - ipv4.SIZE)
+        self.udp_flows = FlowTable(UDP_TIMEOUT, FLOW_LIMIT)
+        self.dns_flows = FlowTable(DNS_TIMEOUT, FLOW_LIMIT)
+        self.ping_flows = FlowTable(PING_TIMEOUT, FLOW_LIMIT)
+        self.flows: dict[int, tuple[Flow, FlowTable]] = {}
+        self._next_flow = 0
         self._ip_id = 0
+        self._rng = rng or (lambda: 0.5)
+        self._warned: set[str] = set()
+        self._next_ra: float | None = None
+        if self.enable_ipv6:
+            self._next_ra = now + self._ra_interval()
 
     # -- input ---------------------------------------------------------------------------
-    def receive_frame(self, frame: Buffer, now: float) -> None:
+    def receive_frame(
+        self, frame: Buffer, now: float, csum_done: bool = False, gso_size: int = 0
+    ) -> None:
+        """One frame from the guest. ``csum_done``: the tap says its L4 checksum is not to be
+        verified (virtio NEEDS_CSUM/DATA_VALID); ``gso_size``: a UDP GSO super-frame's size."""
         try:
-            self._receive(frame, now)
+            eth = ethernet.decode(frame)
+            if eth.vlan is not None:
+                self.dropped["ethernet: vlan tagged"] += 1
+            elif eth.ethertype == ethernet.ETHERTYPE_IPV4:
+                self._ipv4(eth, frame, now, csum_done, gso_size)
+            elif eth.ethertype == ethernet.ETHERTYPE_ARP:
+                self._arp(eth, frame)
+            elif eth.ethertype == ethernet.ETHERTYPE_IPV6 and self.enable_ipv6:
+                self._ipv6(eth, frame, now, csum_done, gso_size)
+            else:
+                self.dropped["ethernet: ethertype not served"] += 1
         except WireError as e:
             self.dropped[str(e)] += 1
-
-    def _receive(self, frame: Buffer, now: float) -> None:
-        eth = ethernet.decode(frame)
-        if eth.vlan is not None:
-            self.dropped["ethernet: vlan tagged"] += 1
-        elif eth.ethertype == ethernet.ETHERTYPE_ARP:
-            self._arp(eth, frame)
-        elif eth.ethertype == ethernet.ETHERTYPE_IPV4:
-            self._ipv4(eth, frame)
-        else:
-            self.dropped["ethernet: ethertype not served"] += 1
 
     def _learn(self, ip: bytes, mac: bytes) -> None:
         """Remember a guest address: only unicast sources inside the CIDR, never our aliases."""
@@ -87,33 +170,117 @@ class Stack:
         if mac is None:
             return  # slirp4netns answers for its aliases only (contract §3.2)
         answer = arp.reply(mac, packet.tpa, packet.sha, packet.spa)
-        self.out.append(ethernet.encode(packet.sha, mac, ethernet.ETHERTYPE_ARP) + answer)
+        self._emit([ethernet.encode(packet.sha, mac, ethernet.ETHERTYPE_ARP) + answer])
 
-    def _ipv4(self, eth: ethernet.EthernetRepr, frame: Buffer) -> None:
+    # -- IPv4 ----------------------------------------------------------------------------
+    def _ipv4(
+        self, eth: ethernet.EthernetRepr, frame: Buffer, now: float, csum_done: bool, gso: int
+    ) -> None:
         ip = ipv4.decode(frame, eth.payload_offset)
         self._learn(ip.src, eth.src)
         if ip.more_fragments or ip.fragment_offset:
-            self.dropped["ipv4: fragment"] += 1
+            self._ipv4_fragment(eth, ip, frame, now)
             return
-        if ip.protocol == ipv4.PROTO_ICMP and ip.dst in self.aliases:
-            self._icmp_to_alias(eth, ip, frame)
-            return
-        if ip.protocol == ipv4.PROTO_UDP and ip.dst in (self.gateway, BROADCAST4):
-            datagram = udp.decode(frame, ip.payload_offset, ip.payload_length)
-            if datagram.dst_port == dhcp.SERVER_PORT:
-                self._dhcp(eth, frame, datagram)
-                return
-        self.dropped["ipv4: not served yet"] += 1
+        self._ipv4_payload(
+            eth, ip, frame, ip.payload_offset, ip.payload_length, now, csum_done, gso
+        )
 
-    def _icmp_to_alias(self, eth: ethernet.EthernetRepr, ip: ipv4.Ipv4Repr, frame: Buffer) -> None:
-        message = icmpv4.decode(frame, ip.payload_offset, ip.payload_length)
+    def _ipv4_fragment(
+        self, eth: ethernet.EthernetRepr, ip: ipv4.Ipv4Repr, frame: Buffer, now: float
+    ) -> None:
+        start = ip.payload_offset
+        key = (ip.src, ip.dst, ip.identification, ip.protocol)
+        first = (
+            (eth, ip, bytes(frame[eth.payload_offset : start])) if not ip.fragment_offset else None
+        )
+        done = self.reassembler.add(
+            key,
+            ip.fragment_offset,
+            ip.more_fragments,
+            frame[start : start + ip.payload_length],
+            now,
+            first,
+        )
+        if done is None:
+            return
+        head, payload = done
+        if head is None:
+            return
+        first_eth, first_ip, header = head
+        # The transport header is now contiguous after the first fragment's IP header.
+        whole = header + payload
+        self._ipv4_payload(
+            first_eth, first_ip, whole, len(header), len(payload), now, False, 0, offset_base=0
+        )
+
+    def _ipv4_payload(
+        self,
+        eth: ethernet.EthernetRepr,
+        ip: ipv4.Ipv4Repr,
+        buf: Buffer,
+        offset: int,
+        length: int,
+        now: float,
+        csum_done: bool,
+        gso: int,
+        offset_base: int | None = None,
+    ) -> None:
+        """The transport payload of ``ip`` at ``offset`` in ``buf`` (a frame or a reassembly)."""
+        ip_start = eth.payload_offset if offset_base is None else offset_base
+        protocol = ip.protocol
+        if protocol == ipv4.PROTO_UDP:
+            datagram = udp.decode(buf, offset, length)
+            if not csum_done and not udp.checksum_ok(buf, datagram, ip.src, ip.dst):
+                self.dropped["udp: bad checksum"] += 1
+                return
+            self._udp4(eth, ip, buf, ip_start, datagram, now, gso)
+        elif protocol == ipv4.PROTO_ICMP:
+            message = icmpv4.decode(buf, offset, length)
+            self._icmp4(eth, ip, buf, ip_start, message, now)
+        else:
+            self.dropped["ipv4: protocol not served yet"] += 1
+
+    def _icmp4(
+        self,
+        eth: ethernet.EthernetRepr,
+        ip: ipv4.Ipv4Repr,
+        buf: Buffer,
+        ip_start: int,
+        message: icmpv4.Icmpv4Repr,
+        now: float,
+    ) -> None:
         if message.type != icmpv4.ECHO_REQUEST or message.code != 0:
             self.dropped["icmpv4: not an echo request"] += 1
             return
         start = message.payload_offset
-        data = bytes(frame[start : start + message.payload_length])
-        reply = icmpv4.echo_reply(message.identifier, message.sequence, data)
-        self._send_ipv4(eth.src, ip.dst, ip.src, ipv4.PROTO_ICMP, reply, REPLY_TTL)
+        if ip.dst in self.aliases:
+            data = bytes(buf[start : start + message.payload_length])
+            reply = icmpv4.echo_reply(message.identifier, message.sequence, data)
+            self._send_ipv4(eth.src, ip.dst, ip.src, ipv4.PROTO_ICMP, reply, b"", REPLY_TTL)
+            return
+        whole = bytes(buf[start - icmpv4.SIZE : start + message.payload_length])
+        original = buf[ip_start : start + 8]
+        self._ping_out(eth, ip.src, ip.dst, message.identifier, whole, original, now, IPPROTO_ICMP)
+
+    def _udp4(
+        self,
+        eth: ethernet.EthernetRepr,
+        ip: ipv4.Ipv4Repr,
+        buf: Buffer,
+        ip_start: int,
+        datagram: udp.UdpRepr,
+        now: float,
+        gso: int,
+    ) -> None:
+        port = datagram.dst_port
+        if ip.dst in (self.gateway, BROADCAST4) and port == dhcp.SERVER_PORT:
+            self._dhcp(eth, buf, datagram)
+            return
+        if ip.dst == self.gateway and port == TFTP_PORT:
+            self._tftp(eth, ip, buf, datagram)
+            return
+        original = buf[ip_start : datagram.payload_offset]
+        self._udp_out(eth, ip.src, ip.dst, datagram, buf, original, now, gso)
 
     def _dhcp(self, eth: ethernet.EthernetRepr, frame: Buffer, datagram: udp.UdpRepr) -> None:
         message = dhcp.decode(frame, datagram.payload_offset, datagram.payload_length)
@@ -122,22 +289,446 @@ class Stack:
             return
         # Sent to the broadcast address: the client has no address yet (RFC 2131 §4.1).
         header = udp.encode(self.gateway, BROADCAST4, dhcp.SERVER_PORT, dhcp.CLIENT_PORT, answer)
-        self._send_ipv4(eth.src, self.gateway, BROADCAST4, ipv4.PROTO_UDP, header + answer, 64)
+        self._send_ipv4(eth.src, self.gateway, BROADCAST4, ipv4.PROTO_UDP, header, answer, 64)
+
+    def _tftp(
+        self, eth: ethernet.EthernetRepr, ip: ipv4.Ipv4Repr, buf: Buffer, datagram: udp.UdpRepr
+    ) -> None:
+        """slirp4netns runs no TFTP server: read and write requests get "Access violation"."""
+        start = datagram.payload_offset
+        opcode = (
+            int.from_bytes(buf[start : start + 2], "big") if datagram.payload_length >= 2 else 0
+        )
+        if opcode not in (TFTP_RRQ, TFTP_WRQ):
+            self.dropped["tftp: not a request"] += 1
+            return
+        # RFC 1350 §5: opcode 5, error code, message, NUL.
+        error = TFTP_ERROR.to_bytes(2, "big") + TFTP_ACCESS_VIOLATION.to_bytes(2, "big")
+        error += b"Access violation\x00"
+        header = udp.encode(ip.dst, ip.src, TFTP_PORT, datagram.src_port, error)
+        self._send_ipv4(eth.src, ip.dst, ip.src, ipv4.PROTO_UDP, header, error, 64)
+
+    # -- IPv6 ----------------------------------------------------------------------------
+    def _ipv6(
+        self, eth: ethernet.EthernetRepr, frame: Buffer, now: float, csum_done: bool, gso: int
+    ) -> None:
+        ip = ipv6.decode(frame, eth.payload_offset)
+        upper = ipv6.walk_extensions(frame, ip)
+        if upper.fragment is not None:
+            # Guests don't fragment what we serve on IPv6 below the MTU (UDP and ICMP at most);
+            # fragments are counted and dropped rather than kept in a second reassembly table.
+            self.dropped["ipv6: fragment"] += 1
+            return
+        if upper.protocol == IPPROTO_ICMPV6:
+            message = icmpv6.decode(frame, upper.offset, upper.length, ip.src, ip.dst)
+            self._icmp6(eth, ip, frame, message, now)
+        elif upper.protocol == IPPROTO_UDP:
+            datagram = udp.decode(frame, upper.offset, upper.length)
+            if not csum_done and not udp.checksum_ok(frame, datagram, ip.src, ip.dst):
+                self.dropped["udp: bad checksum"] += 1
+                return
+            original = frame[eth.payload_offset : datagram.payload_offset]
+            self._udp_out(eth, ip.src, ip.dst, datagram, frame, original, now, gso)
+        else:
+            self.dropped["ipv6: protocol not served yet"] += 1
+
+    def _icmp6(
+        self,
+        eth: ethernet.EthernetRepr,
+        ip: ipv6.Ipv6Repr,
+        frame: Buffer,
+        message: icmpv6.Icmpv6Repr,
+        now: float,
+    ) -> None:
+        kind = message.type
+        start = message.payload_offset
+        if kind == icmpv6.NEIGHBOR_SOLICITATION:
+            if ip.hop_limit != ndp.NDP_HOP_LIMIT or message.code:
+                self.dropped["ndp: bad hop limit or code"] += 1  # RFC 4861 §7.1.1
+                return
+            target = bytes(frame[start : start + 16]) if message.payload_length >= 16 else b""
+            if target in ndp.ALIASES6:
+                dst = ip.src if ip.src != UNSPECIFIED6 else ndp.ALL_NODES6
+                answer = ndp.neighbor_advertisement(target, dst)
+                self._send_ipv6(eth.src, target, dst, IPPROTO_ICMPV6, answer, ndp.NDP_HOP_LIMIT)
+        elif kind == icmpv6.ROUTER_SOLICITATION:
+            if ip.hop_limit != ndp.NDP_HOP_LIMIT or message.code:
+                self.dropped["ndp: bad hop limit or code"] += 1  # RFC 4861 §6.1.1
+                return
+            self._send_ra()
+        elif kind in (icmpv6.ROUTER_ADVERTISEMENT, ndp.REDIRECT):
+            name = "RA" if kind == icmpv6.ROUTER_ADVERTISEMENT else "REDIRECT"
+            self._warn_once(f"libslirp: Warning: guest sent NDP {name}, but shouldn't")
+        elif kind == icmpv6.ECHO_REQUEST and message.code == 0:
+            if ip.dst in ndp.ALIASES6:
+                data = bytes(frame[start : start + message.payload_length])
+                reply = icmpv6.echo_reply(
+                    ip.dst, ip.src, message.identifier, message.sequence, data
+                )
+                self._send_ipv6(eth.src, ip.dst, ip.src, IPPROTO_ICMPV6, reply, REPLY_TTL)
+                return
+            whole = bytes(frame[start - icmpv6.SIZE : start + message.payload_length])
+            original = frame[eth.payload_offset : start + 4]
+            self._ping_out(
+                eth, ip.src, ip.dst, message.identifier, whole, original, now, IPPROTO_ICMPV6
+            )
+        elif kind == icmpv6.NEIGHBOR_ADVERTISEMENT:
+            pass  # the guest's own addresses: we reply to frame sources, nothing to learn here
+        else:
+            self.dropped["icmpv6: type not served"] += 1
+
+    def _send_ra(self) -> None:
+        answer = ndp.router_advertisement(self.policy.nameservers.v6)
+        src = ndp.LINK_GATEWAY6
+        self._send_ipv6(
+            ndp.ALL_NODES_MAC, src, ndp.ALL_NODES6, IPPROTO_ICMPV6, answer, ndp.NDP_HOP_LIMIT
+        )
+
+    def _ra_interval(self) -> float:
+        low, high = ndp.RA_INTERVAL
+        return low + (high - low) * self._rng()
+
+    # -- flows: UDP and ICMP echo through host sockets --------------------------------------
+    def _new_flow(
+        self,
+        table: FlowTable,
+        key: tuple[object, ...],
+        kind: int,
+        mac: bytes,
+        guest: bytes,
+        guest_port: int,
+        remote: bytes,
+        remote_port: int,
+        now: float,
+    ) -> Flow:
+        self._next_flow += 1
+        flow = Flow(self._next_flow, kind, mac, guest, guest_port, remote, remote_port, now)
+        evicted = table.add(key, flow)
+        if evicted is not None:
+            del self.flows[evicted.id]
+            self.requests.append(DatagramClose(evicted.id))
+            self.dropped["flow: evicted (table full)"] += 1
+        self.flows[flow.id] = (flow, table)
+        return flow
+
+    def _udp_out(
+        self,
+        eth: ethernet.EthernetRepr,
+        src: bytes,
+        dst: bytes,
+        datagram: udp.UdpRepr,
+        buf: Buffer,
+        original: Buffer,
+        now: float,
+        gso: int,
+    ) -> None:
+        port = datagram.dst_port
+        key = (src, datagram.src_port, dst, port)
+        table = self.dns_flows if port == 53 else self.udp_flows
+        flow = table.get(key)
+        if flow is None:
+            decision = self.policy.resolve(IPPROTO_UDP, dst, port)
+            if isinstance(decision, Deny):
+                self._refuse(eth.src, src, dst, original)
+                return
+            flow = self._new_flow(
+                table, key, events.UDP, eth.src, src, datagram.src_port, dst, port, now
+            )
+            scope = self.policy.nameservers.v6_scope if decision.port == 53 else 0
+            self.requests.append(
+                DatagramOpen(
+                    flow.id, events.UDP, decision.family, decision.addr, decision.port, scope
+                )
+            )
+        else:
+            table.touch(flow, now)
+        start = datagram.payload_offset
+        payload = bytes(buf[start : start + datagram.payload_length])
+        self.requests.append(DatagramSend(flow.id, payload, gso))
+
+    def _ping_out(
+        self,
+        eth: ethernet.EthernetRepr,
+        src: bytes,
+        dst: bytes,
+        identifier: int,
+        message: bytes,
+        original: Buffer,
+        now: float,
+        proto: int,
+    ) -> None:
+        key = (src, dst, identifier)
+        flow = self.ping_flows.get(key)
+        if flow is None:
+            decision = self.policy.resolve(proto, dst, 0)
+            if isinstance(decision, Deny):
+                self._refuse(eth.src, src, dst, original)
+                return
+            flow = self._new_flow(
+                self.ping_flows, key, events.PING, eth.src, src, identifier, dst, 0, now
+            )
+            self.requests.append(
+                DatagramOpen(flow.id, events.PING, decision.family, decision.addr, 0)
+            )
+        else:
+            self.ping_flows.touch(flow, now)
+        self.requests.append(DatagramSend(flow.id, message))
+
+    def _refuse(self, mac: bytes, src: bytes, dst: bytes, original: Buffer) -> None:
+        """A denied destination: ICMP net unreachable from the gateway (contract §3.4)."""
+        if _multicast_or_broadcast(dst) or dst == self.subnet_broadcast:
+            self.dropped["policy: denied (no ICMP for multicast or broadcast)"] += 1
+            return
+        self.dropped["policy: denied"] += 1
+        if len(src) == 4:
+            message = icmpv4.dest_unreachable(icmpv4.NET_UNREACHABLE, original)
+            self._send_ipv4(mac, self.gateway, src, ipv4.PROTO_ICMP, message, b"", 64)
+        else:
+            message = icmpv6.dest_unreachable(ndp.GATEWAY6, src, icmpv6.NO_ROUTE, original)
+            self._send_ipv6(mac, ndp.GATEWAY6, src, IPPROTO_ICMPV6, message, 64)
+
+    # -- facts from the shell --------------------------------------------------------------
+    def udp_received(self, flow_id: int, data: Buffer, now: float) -> None:
+        """A datagram arrived on a UDP flow's host socket: relay it to the guest."""
+        entry = self.flows.get(flow_id)
+        if entry is None:
+            return
+        flow, table = entry
+        table.touch(flow, now)
+        guest, remote = flow.guest, flow.remote
+        if len(guest) == 4:
+            whole = udp.SIZE + len(data) + ipv4.SIZE <= self.mtu
+            header = udp.encode(
+                remote,
+                guest,
+                flow.remote_port,
+                flow.guest_port,
+                data,
+                partial=whole and self.vnet_hdr,
+            )
+            self._send_ipv4(
+                flow.guest_mac, remote, guest, ipv4.PROTO_UDP, header, data, FORWARD_TTL
+            )
+        else:
+            header = udp.encode(remote, guest, flow.remote_port, flow.guest_port, data)
+            self._send_ipv6(flow.guest_mac, remote, guest, IPPROTO_UDP, header + data, FORWARD_TTL)
+
+    def ping_received(self, flow_id: int, message: Buffer, now: float, raw: bool) -> None:
+        """An ICMP(v6) message on a ping flow's socket (``raw``: a raw socket, which sees every
+        echo reply from that host, so the identifier must be ours)."""
+        entry = self.flows.get(flow_id)
+        if entry is None or len(message) < icmpv4.SIZE:
+            return
+        flow, table = entry
+        v4 = len(flow.guest) == 4
+        kind, code = message[0], message[1]
+        if kind != (icmpv4.ECHO_REPLY if v4 else icmpv6.ECHO_REPLY) or code:
+            return
+        if raw and int.from_bytes(message[4:6], "big") != flow.guest_port:
+            return
+        table.touch(flow, now)
+        sequence = int.from_bytes(message[6:8], "big")
+        data = bytes(message[icmpv4.SIZE :])
+        if v4:
+            reply = icmpv4.echo_reply(flow.guest_port, sequence, data)
+            self._send_ipv4(
+                flow.guest_mac, flow.remote, flow.guest, ipv4.PROTO_ICMP, reply, b"", FORWARD_TTL
+            )
+        else:
+            reply = icmpv6.echo_reply(flow.remote, flow.guest, flow.guest_port, sequence, data)
+            self._send_ipv6(
+                flow.guest_mac, flow.remote, flow.guest, IPPROTO_ICMPV6, reply, FORWARD_TTL
+            )
+
+    def datagram_error(
+        self, flow_id: int, origin: int, type_: int, code: int, payload: Buffer, now: float
+    ) -> None:
+        """An ICMP error the host socket received (``IP_RECVERR``) about what we sent on a flow:
+        the guest gets the matching error, quoting the datagram as it had sent it."""
+        entry = self.flows.get(flow_id)
+        if entry is None:
+            return
+        flow = entry[0]
+        mapped = _guest_error(len(flow.guest) == 4, origin, type_, code)
+        if mapped is None:
+            return
+        self._send_error(flow, mapped[0], mapped[1], payload)
+
+    def datagram_failed(self, flow_id: int, host_unreachable: bool, payload: Buffer) -> None:
+        """The shell couldn't open or send on a flow's socket (routing, permissions): ICMP net
+        (or host) unreachable from the gateway, as slirp4netns answers; the flow is forgotten."""
+        entry = self.flows.pop(flow_id, None)
+        if entry is None:
+            return
+        flow, table = entry
+        table.remove(flow)
+        self.requests.append(DatagramClose(flow.id))
+        if len(flow.guest) == 4:
+            code = icmpv4.HOST_UNREACHABLE if host_unreachable else icmpv4.NET_UNREACHABLE
+            self._send_error(flow, icmpv4.DEST_UNREACHABLE, code, payload, from_gateway=True)
+        else:
+            code = icmpv6.ADDRESS_UNREACHABLE if host_unreachable else icmpv6.NO_ROUTE
+            self._send_error(flow, icmpv6.DEST_UNREACHABLE, code, payload, from_gateway=True)
+
+    def _send_error(
+        self, flow: Flow, type_: int, code: int, payload: Buffer, from_gateway: bool = False
+    ) -> None:
+        """An ICMP error about the flow's guest datagram carrying ``payload`` (as sent by us)."""
+        guest, remote = flow.guest, flow.remote
+        if _multicast_or_broadcast(remote) or remote == self.subnet_broadcast:
+            return
+        if flow.kind == events.UDP:
+            transport = udp.encode(guest, remote, flow.guest_port, flow.remote_port, payload)
+            proto = IPPROTO_UDP
+            body = bytes(payload)
+        else:
+            # Our echo request as the guest sent it: its own identifier, not the ping socket's.
+            sequence = bytes(payload[6:8]).rjust(2, b"\x00")
+            request = icmpv4.ECHO_REQUEST if len(guest) == 4 else icmpv6.ECHO_REQUEST
+            transport = bytes((request, 0, 0, 0)) + flow.guest_port.to_bytes(2, "big") + sequence
+            proto = IPPROTO_ICMP if len(guest) == 4 else IPPROTO_ICMPV6
+            body = bytes(payload[8:])
+        length = len(transport) + len(body)
+        port_unreachable = (type_, code) in (
+            (icmpv4.DEST_UNREACHABLE, icmpv4.PORT_UNREACHABLE),
+            (icmpv6.DEST_UNREACHABLE, icmpv6.PORT_UNREACHABLE),
+        )
+        if len(guest) == 4:
+            source = remote if port_unreachable and not from_gateway else self.gateway
+            original = ipv4.encode(guest, remote, proto, length) + transport[:8]
+            message = icmpv4.encode(type_, code, 0, original)
+            self._send_ipv4(flow.guest_mac, source, guest, ipv4.PROTO_ICMP, message, b"", 64)
+        else:
+            source = remote if port_unreachable and not from_gateway else ndp.GATEWAY6
+            original = ipv6.encode(guest, remote, proto, length) + transport + body
+            room = icmpv6.MIN_MTU - ipv6.SIZE - icmpv6.SIZE
+            message = icmpv6.encode(source, guest, type_, code, 0, original[:room])
+            self._send_ipv6(flow.guest_mac, source, guest, IPPROTO_ICMPV6, message, 64)
 
     # -- output --------------------------------------------------------------------------
+    def _emit(self, parts: list[Buffer], header: bytes = vnet.PLAIN) -> None:
+        if self.vnet_hdr:
+            parts.insert(0, header)
+        self.out.append(parts)
+
     def _send_ipv4(
-        self, dst_mac: bytes, src: bytes, dst: bytes, protocol: int, payload: bytes, ttl: int
+        self,
+        dst_mac: bytes,
+        src: bytes,
+        dst: bytes,
+        protocol: int,
+        transport: bytes,
+        payload: Buffer,
+        ttl: int,
     ) -> None:
+        """``transport`` (an L4 header, or a whole message) + ``payload`` in IPv4 to the guest,
+        fragmented when it doesn't fit the MTU (RFC 791). A UDP datagram that fits was encoded
+        with a partial checksum when the tap offloads: the vnet header asks it to finish."""
         self._ip_id = (self._ip_id + 1) & 0xFFFF
-        header = ipv4.encode(src, dst, protocol, len(payload), ttl=ttl, identification=self._ip_id)
-        src_mac = self.aliases.get(src, alias_mac(self.gateway))
-        self.out.append(
-            ethernet.encode(dst_mac, src_mac, ethernet.ETHERTYPE_IPV4) + header + payload
-        )
+        src_mac = self.aliases.get(src, self.aliases[self.gateway])
+        eth = ethernet.encode(dst_mac, src_mac, ethernet.ETHERTYPE_IPV4)
+        length = len(transport) + len(payload)
+        if ipv4.SIZE + length <= self.mtu:
+            header = ipv4.encode(src, dst, protocol, length, ttl=ttl, identification=self._ip_id)
+            parts: list[Buffer] = [eth + header + transport]
+            if payload:
+                parts.append(payload)
+            if protocol == ipv4.PROTO_UDP and self.vnet_hdr:
+                start = ethernet.SIZE + ipv4.SIZE
+                self._emit(parts, vnet.encode(vnet.NEEDS_CSUM, 0, 0, 0, start, UDP_CSUM_OFFSET))
+            else:
+                self._emit(parts)
+            return
+        whole = transport + bytes(payload)
+        for offset, more, chunk in fragment_ipv4(whole, self.mtu):
+            header = ipv4.encode(
+                src,
+                dst,
+                protocol,
+                len(chunk),
+                ttl=ttl,
+                identification=self._ip_id,
+                more_fragments=more,
+                fragment_offset=offset,
+            )
+            self._emit([eth + header, chunk])
+
+    def _send_ipv6(
+        self, dst_mac: bytes, src: bytes, dst: bytes, next_header: int, message: bytes, hops: int
+    ) -> None:
+        """An IPv6 packet to the guest; bigger than the MTU, it goes in fragments (RFC 8200 §4.5)"""
+        src_mac = ndp.alias_mac6(src if src in ndp.ALIASES6 else ndp.GATEWAY6)
+        eth = ethernet.encode(dst_mac, src_mac, ethernet.ETHERTYPE_IPV6)
+        if ipv6.SIZE + len(message) <= self.mtu:
+            header = ipv6.encode(src, dst, next_header, len(message), hop_limit=hops)
+            self._emit([eth + header + message])
+            return
+        self._ip_id = (self._ip_id + 1) & 0xFFFF
+        room = (self.mtu - ipv6.SIZE - ipv6.FRAGMENT.size) & ~7
+        view = memoryview(message)
+        for offset in range(0, len(message), room):
+            chunk = view[offset : offset + room]
+            more = offset + room < len(message)
+            fragment = ipv6.FRAGMENT.struct.pack(next_header, 0, offset | more, self._ip_id)
+            header = ipv6.encode(
+                src, dst, ipv6.NEXT_FRAGMENT, ipv6.FRAGMENT.size + len(chunk), hop_limit=hops
+            )
+            self._emit([eth + header + fragment, chunk])
+
+    def _warn_once(self, text: str) -> None:
+        if text not in self._warned:
+            self._warned.add(text)
+            self.requests.append(Log(text))
 
     # -- timers --------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        return None
+        deadlines = [
+            self.udp_flows.next_deadline(),
+            self.dns_flows.next_deadline(),
+            self.ping_flows.next_deadline(),
+            self.reassembler.next_deadline(),
+            self._next_ra,
+        ]
+        pending = [d for d in deadlines if d is not None]
+        return min(pending) if pending else None
 
     def on_timer(self, now: float) -> None:
-        """Nothing is timed yet; UDP flows and TCP bring deadlines."""
+        for table in (self.udp_flows, self.dns_flows, self.ping_flows):
+            for flow in table.expire(now):
+                del self.flows[flow.id]
+                self.requests.append(DatagramClose(flow.id))
+        for head in self.reassembler.expire(now):
+            # RFC 792 / RFC 1122 §3.3.2: time exceeded (code 1) when the first fragment came.
+            eth, ip, header = head
+            if _multicast_or_broadcast(ip.dst):
+                continue
+            message = icmpv4.encode(icmpv4.TIME_EXCEEDED, 1, 0, header[: ip.header_length + 8])
+            self._send_ipv4(eth.src, self.gateway, ip.src, ipv4.PROTO_ICMP, message, b"", 64)
+        if self._next_ra is not None and now >= self._next_ra:
+            self._send_ra()
+            self._next_ra = now + self._ra_interval()
+
+
+def _guest_error(v4: bool, origin: int, type_: int, code: int) -> tuple[int, int] | None:
+    """The ICMP (type, code) for the guest's family from a host socket's extended error."""
+    if origin == ORIGIN_ICMP:
+        if type_ == icmpv4.DEST_UNREACHABLE and code != icmpv4.FRAGMENTATION_NEEDED:
+            if v4:
+                return type_, code
+            port = code == icmpv4.PORT_UNREACHABLE
+            return icmpv6.DEST_UNREACHABLE, icmpv6.PORT_UNREACHABLE if port else icmpv6.NO_ROUTE
+        if type_ == icmpv4.TIME_EXCEEDED:
+            return (type_, code) if v4 else (icmpv6.TIME_EXCEEDED, code)
+        return None
+    if origin == ORIGIN_ICMP6:
+        if type_ == icmpv6.DEST_UNREACHABLE:
+            if not v4:
+                return type_, code
+            port = code == icmpv6.PORT_UNREACHABLE
+            return (
+                icmpv4.DEST_UNREACHABLE,
+                icmpv4.PORT_UNREACHABLE if port else icmpv4.HOST_UNREACHABLE,
+            )
+        if type_ == icmpv6.TIME_EXCEEDED:
+            return (type_, code) if not v4 else (icmpv4.TIME_EXCEEDED, code)
+    return None

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from rig import Daemon, Guest, Outer, User
+from rig import Daemon, Guest, Outer, User, read_ready
 
 
 @pytest.fixture(scope="session")
@@ -83,3 +83,31 @@ def pipes() -> Iterator[Callable[[], tuple[int, int]]]:
                 os.close(fd)
             except OSError:
                 pass
+
+
+@pytest.fixture
+def slirp(
+    make_guest: Callable[..., Guest],
+    make_daemon: Callable[..., Daemon],
+    pipes: Callable[[], tuple[int, int]],
+) -> Callable[..., tuple[Guest, Daemon]]:
+    """start(program=None, extra=(), rootless=True, user=None, env=None): a guest with a
+    configured tap0 (``-c``) behind a daemon that has written its ready byte."""
+
+    def start(
+        program: list[str] | None = None,
+        extra: tuple[str, ...] | list[str] = (),
+        rootless: bool = True,
+        user: User | None = None,
+        env: dict[str, str] | None = None,
+    ) -> tuple[Guest, Daemon]:
+        guest = make_guest(rootless=rootless, user=user)
+        r, w = pipes()
+        args = [*extra, "-c", "-r", "3", str(guest.pid), "tap0"]
+        daemon = make_daemon(args, fds={3: w}, program=program, user=user, env=env)
+        os.close(w)
+        ready = read_ready(r, 30)
+        assert ready == b"1", daemon.stderr
+        return guest, daemon
+
+    return start

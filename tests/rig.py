@@ -342,3 +342,104 @@ def link_details(text: str) -> str:
     text = re.sub(r"^\d+: ", "N: ", text, flags=re.M)
     text = re.sub(r"valid_lft \S+ preferred_lft \S+", "valid_lft L preferred_lft L", text)
     return text
+
+
+class Background:
+    """A helper process (a test server) started with ``prefix``; it prints one line when ready.
+
+    ``line`` is that first line (servers print what they bound, e.g. a port). Ended by PID.
+    """
+
+    def __init__(self, prefix: Sequence[str], argv: Sequence[str], timeout: float = 10) -> None:
+        self.proc = subprocess.Popen(
+            [*prefix, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            assert self.proc.stdout is not None
+            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+            self.line = self.proc.stdout.readline().decode().strip() if ready else ""
+            if not self.line:
+                raise RuntimeError(f"{argv!r} did not come up: {self.errors()}")
+        except BaseException:
+            self.close()
+            raise
+
+    def errors(self) -> str:
+        if self.proc.poll() is None or self.proc.stderr is None:
+            return ""
+        return self.proc.stderr.read().decode(errors="replace")
+
+    def output(self, timeout: float = 10) -> str:
+        """The rest of stdout once the process ends by itself (bounded by ``timeout``)."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        return out.decode()
+
+    def close(self) -> None:
+        end_process(self.proc)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+class Remote:
+    """A "remote" host: a network namespace inside ``outer`` joined to it by a veth pair.
+
+    Outer side ``veth-r`` has 198.51.100.1/24 and 2001:db8::1/64; the remote has .10 and ::10.
+    Ending the remote's ``sleep`` destroys its namespace and with it the veth pair.
+    """
+
+    HOST4, REMOTE4 = "198.51.100.1", "198.51.100.10"
+    HOST6, REMOTE6 = "2001:db8::1", "2001:db8::10"
+
+    def __init__(self, outer: Outer, extra4: Sequence[str] = ()) -> None:
+        self.outer = outer
+        self.proc = subprocess.Popen(
+            outer.prefix() + ["unshare", "-n", "sleep", "86400"],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+        )
+        self.pid = self.proc.pid
+        try:
+            outer_net = ns_id(outer.pid, "net")
+            wait_until(lambda: ns_id(self.pid, "net") != outer_net, 10, "the remote namespace")
+            outer.run(["ip", "link", "add", "veth-r", "type", "veth", "peer", "name", "eth0"])
+            outer.run(["ip", "link", "set", "eth0", "netns", str(self.pid)])
+            setup = [
+                f"ip addr add {self.HOST4}/24 dev veth-r",
+                f"ip -6 addr add {self.HOST6}/64 dev veth-r nodad",
+                *(f"ip addr add {a}/24 dev veth-r" for a in extra4),
+                "ip link set veth-r up",
+            ]
+            outer.run(["sh", "-c", "set -e; " + "; ".join(setup)])
+            self.run(
+                [
+                    "sh",
+                    "-c",
+                    "set -e; ip link set lo up; "
+                    f"ip addr add {self.REMOTE4}/24 dev eth0; "
+                    f"ip -6 addr add {self.REMOTE6}/64 dev eth0 nodad; ip link set eth0 up",
+                ]
+            )
+        except BaseException:
+            self.close()
+            raise
+
+    def prefix(self) -> list[str]:
+        return self.outer.prefix() + ["nsenter", "-t", str(self.pid), "-n", "--"]
+
+    def run(self, argv: Sequence[str], timeout: float = 30) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            self.prefix() + list(argv),
+            capture_output=True,
+            timeout=timeout,
+            check=True,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def close(self) -> None:
+        end_process(self.proc)
+        # The veth pair goes with the namespace; make sure the outer end is gone too.
+        self.outer.run(["ip", "link", "del", "veth-r"], check=False)

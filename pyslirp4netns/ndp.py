@@ -1,0 +1,88 @@
+"""IPv6 neighbour discovery as slirp4netns answers it with ``--enable-ipv6`` (contract §3.2).
+
+We answer Neighbor Solicitations for fd00::2, fd00::3, fe80::2 and fe80::3 only, with MAC
+``52:56`` + the address's low 32 bits, and a Router Solicitation with a Router Advertisement
+(also sent unsolicited every 200-600 s). Builders only: the stack decides when.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+from pyslirp4netns.wire import icmpv6
+
+GATEWAY6 = socket.inet_pton(socket.AF_INET6, "fd00::2")
+DNS6 = socket.inet_pton(socket.AF_INET6, "fd00::3")
+LINK_GATEWAY6 = socket.inet_pton(socket.AF_INET6, "fe80::2")
+LINK_DNS6 = socket.inet_pton(socket.AF_INET6, "fe80::3")
+ALL_NODES6 = socket.inet_pton(socket.AF_INET6, "ff02::1")
+ALL_NODES_MAC = b"\x33\x33\x00\x00\x00\x01"  # RFC 2464 §7: 33:33 + low 32 bits of ff02::1
+PREFIX6 = socket.inet_pton(socket.AF_INET6, "fd00::")
+PREFIX_LENGTH = 64
+
+REDIRECT = 137
+NDP_HOP_LIMIT = 255  # RFC 4861 §7.1.2/§6.1.2: receivers drop NDP with any other hop limit
+
+# Option types (RFC 4861 §4.6, RFC 8106 §5.1).
+OPT_SOURCE_LLA = 1
+OPT_TARGET_LLA = 2
+OPT_PREFIX_INFO = 3
+OPT_RDNSS = 25
+
+# RA field values as captured from slirp4netns (contract §3.2).
+RA_CUR_HOP_LIMIT = 64
+RA_ROUTER_LIFETIME = 1800
+PREFIX_VALID = 86400
+PREFIX_PREFERRED = 14400
+RDNSS_LIFETIME = 1200000  # libslirp's unit slip (ms used as s), kept: clients see the same value
+RA_INTERVAL = (200.0, 600.0)  # unsolicited RAs at a random point of this range, in seconds
+
+# NA flags (RFC 4861 §4.4): router, solicited, override; libslirp sets all three.
+NA_ROUTER = 0x80000000
+NA_SOLICITED = 0x40000000
+NA_OVERRIDE = 0x20000000
+
+ALIASES6 = (GATEWAY6, DNS6, LINK_GATEWAY6, LINK_DNS6)
+
+
+def alias_mac6(address: bytes) -> bytes:
+    """libslirp's MAC for an IPv6 alias: 52:56 + the address's low 32 bits."""
+    return b"\x52\x56" + address[12:]
+
+
+def neighbor_advertisement(target: bytes, dst: bytes) -> bytes:
+    """The NA for one of our aliases, from the alias itself to ``dst`` (RFC 4861 §4.4, §7.2.4)."""
+    option = bytes((OPT_TARGET_LLA, 1)) + alias_mac6(target)
+    flags = NA_ROUTER | NA_OVERRIDE | (0 if dst == ALL_NODES6 else NA_SOLICITED)
+    return icmpv6.encode(target, dst, icmpv6.NEIGHBOR_ADVERTISEMENT, 0, flags, target + option)
+
+
+def solicited_target(data: bytes) -> bytes | None:
+    """The target address of an NS message body (after the 4 reserved bytes), if well formed."""
+    return data[:16] if len(data) >= 16 else None
+
+
+def router_advertisement(dns6: bytes | None) -> bytes:
+    """The RA libslirp sends from fe80::2 to ff02::1 (RFC 4861 §4.2; RDNSS per RFC 8106).
+
+    RDNSS names fd00::3 only when resolv.conf has an IPv6 nameserver (``dns6``) right now.
+    """
+    # rest = cur hop limit | M=0 O=0 | router lifetime; then reachable time, retrans timer.
+    rest = RA_CUR_HOP_LIMIT << 24 | RA_ROUTER_LIFETIME
+    body = struct.pack("!II", 0, 0)
+    body += bytes((OPT_SOURCE_LLA, 1)) + alias_mac6(GATEWAY6)
+    body += struct.pack(
+        "!BBBBIII16s",
+        OPT_PREFIX_INFO,
+        4,
+        PREFIX_LENGTH,
+        0xC0,  # L (on-link) and A (autonomous address configuration)
+        PREFIX_VALID,
+        PREFIX_PREFERRED,
+        0,
+        PREFIX6,
+    )
+    if dns6 is not None:
+        body += struct.pack("!BBHI16s", OPT_RDNSS, 3, 0, RDNSS_LIFETIME, DNS6)
+    return icmpv6.encode(LINK_GATEWAY6, ALL_NODES6, icmpv6.ROUTER_ADVERTISEMENT, 0, rest, body)
