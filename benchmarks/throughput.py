@@ -1,0 +1,599 @@
+#!/usr/bin/env python3
+"""Throughput, 1-byte request/response rate and peak RSS: pyslirp4netns against slirp4netns.
+
+Everything runs inside the test rig (tests/rig.py, shared/TESTING.md): one loopback-only ``Outer``
+namespace holds the servers and the daemons, and every measurement ("cell") gets a fresh guest
+namespace and a fresh daemon started with ``--configure --mtu M -r 3 PID tap0``, so the daemon's
+``VmHWM`` is the peak RSS of that one run. Guest traffic to 10.0.2.2 reaches the servers on the
+Outer's 127.0.0.1, and nothing can leave the machine.
+
+Scenarios, each at every ``--mtu``:
+  g2h  ``iperf3 -c 10.0.2.2 -t T -J`` in the guest, ``iperf3 -s`` on 127.0.0.1; Gbit/s received
+  h2g  the same with ``-R``
+  rr   sequential 1-byte round trips on one connection for T seconds; round trips per second
+
+Binaries alternate (A B C A B C ...) ``--repeat`` times per scenario so that drift of the machine
+hits all of them alike; the table gives medians and ours/slirp4netns beside the issue's targets. A
+cell that fails prints ``fail (reason)`` and the run goes on. Needs root. Run as
+``python3 benchmarks/throughput.py --duration 5 --repeat 3``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+
+CHECKOUT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(CHECKOUT / "tests"))
+
+from rig import (  # noqa: E402  (the rig lives beside the tests, not in the package)
+    REFERENCE,
+    Daemon,
+    Guest,
+    Outer,
+    binary,
+    end_process,
+    read_ready,
+    wait_until,
+)
+
+GATEWAY = "10.0.2.2"  # the host's loopback as the guest sees it
+IPERF_PORT = 5201
+ECHO_PORT = 7777
+READY_TIMEOUT = 30.0  # daemon start-up (the reference needs well under a second)
+LISTEN_TIMEOUT = 10.0  # a server in Outer to start listening
+CONNECT_TIMEOUT = 5.0  # the guest's connect: ours without TCP must fail fast, not in minutes
+SLACK = 30.0  # beyond --duration for a client to finish before it is killed
+
+# Issue 4's targets for ours/slirp4netns (no target at MTUs the issue does not name).
+TARGETS: dict[tuple[str, int | None], float] = {
+    ("g2h", 65520): 1.5,
+    ("g2h", 1500): 4.0,
+    ("h2g", 65520): 1.0,
+    ("h2g", 1500): 2.0,
+    ("rr", None): 0.8,
+}
+
+KINDS = ("g2h", "h2g", "rr")
+
+# Runs in Outer: echo every byte back on one accepted connection. NODELAY so that a 1-byte answer
+# is never held back by Nagle waiting for the ACK of the previous one.
+ECHO_SERVER = """
+import socket, sys
+port, timeout = int(sys.argv[1]), float(sys.argv[2])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", port))
+srv.listen(1)
+srv.settimeout(timeout)
+conn, _ = srv.accept()
+conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+conn.settimeout(timeout)
+while True:
+    data = conn.recv(65536)
+    if not data:
+        break
+    conn.sendall(data)
+"""
+
+# Runs in the guest: strictly sequential round trips, so the rate is 1 / (round-trip latency).
+ECHO_CLIENT = """
+import json, socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+duration, connect_timeout = float(sys.argv[3]), float(sys.argv[4])
+step = "connect"
+try:
+    s = socket.create_connection((host, port), timeout=connect_timeout)
+    step = "round trip"
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.settimeout(5)
+    count = 0
+    start = time.monotonic()
+    end = start + duration
+    now = start
+    while now < end:
+        s.sendall(b"x")
+        if s.recv(1) != b"x":
+            raise RuntimeError("echo lost or changed a byte")
+        count += 1
+        now = time.monotonic()
+    print(json.dumps({"round_trips": count, "seconds": now - start}))
+except Exception as e:
+    print(json.dumps({"error": f"{step}: {type(e).__name__}: {e}"}))
+    sys.exit(1)
+"""
+
+
+class CellFailed(Exception):
+    """One measurement could not be made; the reason is printed in its cell."""
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str
+    program: tuple[str, ...]
+    env: tuple[tuple[str, str], ...] = ()
+    reference: bool = False
+
+
+@dataclass(frozen=True)
+class Scenario:
+    kind: str
+    mtu: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}@{self.mtu}"
+
+    @property
+    def unit(self) -> str:
+        return "rt/s" if self.kind == "rr" else "Gbit/s"
+
+    def target(self) -> float | None:
+        return TARGETS.get((self.kind, self.mtu), TARGETS.get((self.kind, None)))
+
+
+@dataclass
+class Run:
+    value: float | None  # Gbit/s or round trips/s; None when the cell failed
+    rss_kib: int | None  # the daemon's VmHWM at the end of the run
+    reason: str = ""
+
+
+@dataclass
+class Row:
+    scenario: Scenario
+    variant: Variant
+    runs: list[Run] = field(default_factory=list)
+
+    def values(self) -> list[float]:
+        return [r.value for r in self.runs if r.value is not None]
+
+    def median(self) -> float | None:
+        values = self.values()
+        return statistics.median(values) if values else None
+
+    def rss_median_kib(self) -> float | None:
+        rss = [r.rss_kib for r in self.runs if r.rss_kib is not None]
+        return statistics.median(rss) if rss else None
+
+
+# -- cleanup that survives Ctrl-C ----------------------------------------------------------------
+
+
+class Stop(KeyboardInterrupt):
+    """SIGTERM/SIGHUP turned into the same unwinding as Ctrl-C, so every ``finally`` runs."""
+
+
+def _raise_stop(signum: int, frame: FrameType | None) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT/SIGTERM while tearing down, so a second Ctrl-C cannot leave a process behind;
+    a signal that arrived meanwhile is delivered (and raises) right after."""
+    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def quietly_close(closer: object) -> None:
+    """Call ``closer.close()``; a failure to clean one thing must not stop cleaning the rest."""
+    try:
+        closer.close()  # type: ignore[attr-defined]
+    except Exception as e:
+        print(f"cleanup: {type(closer).__name__}.close(): {e}", file=sys.stderr)
+
+
+# -- one cell ------------------------------------------------------------------------------------
+
+
+def last_line(text: str, limit: int = 120) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    line = lines[-1] if lines else "no output"
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def daemon_pid(daemon: Daemon) -> int:
+    """The process that runs the daemon: nsenter execs it, so normally ``daemon.pid`` itself."""
+    pid = int(daemon.pid)
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return pid
+    if comm == "nsenter":  # an nsenter that forked (it would with -p): the child is the daemon
+        import psutil
+
+        children = psutil.Process(pid).children()
+        if children:
+            return int(children[0].pid)
+    return pid
+
+
+def vm_hwm_kib(pid: int) -> int | None:
+    """Peak resident set size of a live process (``VmHWM`` in /proc/PID/status), in KiB."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class PeakRss:
+    """Samples VmHWM while a run lasts: a daemon that dies mid-run (a zombie has no VmHWM) still
+    leaves its last peak behind."""
+
+    def __init__(self, pid: int, interval: float = 0.25) -> None:
+        self.pid = pid
+        self.kib = vm_hwm_kib(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, args=(interval,), daemon=True)
+        self._thread.start()
+
+    def _sample(self, interval: float) -> None:
+        while not self._stop.wait(interval):
+            self._take()
+
+    def _take(self) -> None:
+        kib = vm_hwm_kib(self.pid)
+        if kib is not None:
+            self.kib = max(kib, self.kib or 0)
+
+    def stop(self) -> int | None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._take()
+        return self.kib
+
+
+def is_listening(outer: Outer, port: int) -> bool:
+    out = outer.run(["ss", "-Hltn", f"sport = :{port}"], timeout=10, check=False).stdout
+    return f"127.0.0.1:{port}".encode() in out
+
+
+def start_server(outer: Outer, argv: Sequence[str], port: int) -> subprocess.Popen[bytes]:
+    """A server inside Outer, returned once it listens on 127.0.0.1:port."""
+    wait_until(lambda: not is_listening(outer, port), LISTEN_TIMEOUT, f"port {port} to be free")
+    proc = subprocess.Popen(
+        outer.prefix() + list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+
+        def up() -> bool:
+            if proc.poll() is not None:
+                assert proc.stderr is not None
+                err = proc.stderr.read().decode(errors="replace")
+                raise CellFailed(f"server exited {proc.returncode}: {last_line(err)}")
+            return is_listening(outer, port)
+
+        wait_until(up, LISTEN_TIMEOUT, f"a server on 127.0.0.1:{port}", interval=0.05)
+    except BaseException:
+        end_process(proc)
+        raise
+    return proc
+
+
+def measure_iperf(outer: Outer, guest: Guest, scenario: Scenario, duration: float) -> float:
+    server = start_server(
+        outer, ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(IPERF_PORT), "-1"], IPERF_PORT
+    )
+    try:
+        argv = ["iperf3", "-c", GATEWAY, "-p", str(IPERF_PORT), "-t", f"{duration:g}", "-J"]
+        argv += ["--connect-timeout", str(int(CONNECT_TIMEOUT * 1000))]
+        if scenario.kind == "h2g":
+            argv.append("-R")
+        done = guest.run(argv, timeout=duration + SLACK, check=False)
+    finally:
+        end_process(server)
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        raise CellFailed(
+            f"iperf3 exited {done.returncode}: {last_line(done.stderr.decode(errors='replace'))}"
+        ) from None
+    if "error" in report:
+        raise CellFailed(f"iperf3: {report['error']}")
+    try:
+        return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
+    except (KeyError, TypeError, ValueError):
+        raise CellFailed("iperf3: no end.sum_received in its JSON") from None
+
+
+def measure_rr(outer: Outer, guest: Guest, duration: float) -> float:
+    idle = f"{duration + SLACK:g}"  # the server gives up by itself too if nobody comes
+    server = start_server(
+        outer, [sys.executable, "-c", ECHO_SERVER, str(ECHO_PORT), idle], ECHO_PORT
+    )
+    try:
+        argv = [sys.executable, "-c", ECHO_CLIENT, GATEWAY, str(ECHO_PORT)]
+        argv += [f"{duration:g}", f"{CONNECT_TIMEOUT:g}"]
+        done = guest.run(argv, timeout=duration + SLACK, check=False)
+    finally:
+        end_process(server)
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        raise CellFailed(
+            f"client exited {done.returncode}: {last_line(done.stderr.decode(errors='replace'))}"
+        ) from None
+    if "error" in report:
+        raise CellFailed(f"client: {report['error']}")
+    return float(report["round_trips"]) / float(report["seconds"])
+
+
+def run_cell(outer: Outer, variant: Variant, scenario: Scenario, args: argparse.Namespace) -> Run:
+    guest: Guest | None = None
+    daemon: Daemon | None = None
+    r, w = os.pipe()
+    rss: int | None = None
+    try:
+        guest = Guest(outer, rootless=args.rootless)
+        argv = ["--configure", "--mtu", str(scenario.mtu), "-r", "3", str(guest.pid), "tap0"]
+        daemon = Daemon(outer, argv, fds={3: w}, env=dict(variant.env), program=variant.program)
+        os.close(w)
+        w = -1
+        ready = read_ready(r, READY_TIMEOUT)
+        if ready != b"1":
+            raise CellFailed(f"not ready ({ready!r}): {last_line(daemon.stderr)}")
+        peak = PeakRss(daemon_pid(daemon))
+        try:
+            if scenario.kind == "rr":
+                value = measure_rr(outer, guest, args.duration)
+            else:
+                value = measure_iperf(outer, guest, scenario, args.duration)
+        except CellFailed as e:
+            # A daemon that died explains the failure better than the client's timeout does.
+            if daemon.poll() is not None:
+                raise CellFailed(
+                    f"daemon exited {daemon.returncode}: {last_line(daemon.stderr)}; then {e}"
+                ) from None
+            raise
+        finally:
+            rss = peak.stop()  # before the daemon is ended: the peak of this run
+        if daemon.poll() is not None:
+            raise CellFailed(f"daemon exited {daemon.returncode}: {last_line(daemon.stderr)}")
+        return Run(value, rss)
+    except CellFailed as e:
+        return Run(None, rss, str(e))
+    except (TimeoutError, subprocess.TimeoutExpired) as e:
+        return Run(None, rss, f"timeout: {e}")
+    except (OSError, RuntimeError, ValueError) as e:
+        return Run(None, rss, f"{type(e).__name__}: {e}")
+    finally:
+        with signals_deferred():
+            for fd in (r, w):
+                if fd >= 0:
+                    os.close(fd)
+            if daemon is not None:
+                quietly_close(daemon)
+            if guest is not None:
+                quietly_close(guest)
+
+
+# -- the table -----------------------------------------------------------------------------------
+
+
+def fmt_value(value: float | None, unit: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.0f}" if unit == "rt/s" else f"{value:.2f}"
+
+
+def fmt_runs(row: Row) -> str:
+    """Every run's figure, then the failures with the first reason (the cell's "fail (reason)")."""
+    text = " ".join(fmt_value(v, row.scenario.unit) for v in row.values())
+    failed = [r for r in row.runs if r.value is None]
+    if failed:
+        times = f" x{len(failed)}" if len(failed) > 1 else ""
+        text += f" fail{times} ({failed[0].reason})"
+    return text.strip()
+
+
+def table(rows: Sequence[Row], reference: Variant | None) -> str:
+    header = ("scenario", "binary", "median", "ratio", "target", "peak RSS", "runs")
+    lines: list[tuple[str, ...]] = []
+    by_scenario: dict[Scenario, dict[str, Row]] = {}
+    for row in rows:
+        by_scenario.setdefault(row.scenario, {})[row.variant.label] = row
+    for scenario, variants in by_scenario.items():
+        base = variants.get(reference.label) if reference else None
+        base_median = base.median() if base else None
+        for row in variants.values():
+            median = row.median()
+            ratio = target = ""
+            if not row.variant.reference:
+                wanted = scenario.target()
+                if median is not None and base_median:
+                    r = median / base_median
+                    ratio = f"{r:.2f}x"
+                    if wanted is not None:
+                        target = f">={wanted:g}x " + ("met" if r >= wanted else "MISSED")
+                else:
+                    ratio = "-"
+                    target = f">={wanted:g}x" if wanted is not None else ""
+            rss = row.rss_median_kib()
+            lines.append(
+                (
+                    scenario.name,
+                    row.variant.label,
+                    f"{fmt_value(median, scenario.unit)} {scenario.unit}"
+                    if median is not None
+                    else "fail",
+                    ratio,
+                    target,
+                    f"{rss / 1024:.1f} MiB" if rss is not None else "-",
+                    fmt_runs(row),
+                )
+            )
+    widths = [max(len(x[i]) for x in [header, *lines]) for i in range(len(header) - 1)]
+
+    def render(cells: tuple[str, ...]) -> str:
+        padded = [c.ljust(w) for c, w in zip(cells[:-1], widths, strict=True)]
+        return "  ".join([*padded, cells[-1]]).rstrip()
+
+    out = [render(header), render(tuple("-" * len(h) for h in header))]
+    previous = ""
+    for cells in lines:
+        if cells[0] != previous and previous:
+            out.append("")
+        previous = cells[0]
+        out.append(render(cells))
+    return "\n".join(out)
+
+
+# -- main ----------------------------------------------------------------------------------------
+
+
+def variants_for(args: argparse.Namespace) -> list[Variant]:
+    ours = tuple(shlex.split(args.binary)) if args.binary else tuple(binary())
+    # The daemon must be this checkout's package whatever the cwd or an editable install says.
+    path = os.pathsep.join(p for p in (str(CHECKOUT), os.environ.get("PYTHONPATH", "")) if p)
+    available = {
+        "ours": Variant("pyslirp4netns", ours, (("PYTHONPATH", path),)),
+        "ours-nooffload": Variant(
+            "pyslirp4netns offload=0",
+            ours,
+            (("PYTHONPATH", path), ("PYSLIRP4NETNS_OFFLOAD", "0")),
+        ),
+        "slirp4netns": Variant("slirp4netns", (args.reference,), reference=True),
+    }
+    return [available[name] for name in args.variants]
+
+
+def scenarios_for(args: argparse.Namespace) -> list[Scenario]:
+    every = [Scenario(kind, mtu) for mtu in args.mtu for kind in KINDS]
+    if not args.only:
+        return every
+    wanted = {token for item in args.only for token in item.split(",") if token}
+    return [s for s in every if s.kind in wanted or s.name in wanted]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="iperf3 both ways, 1-byte request/response and peak RSS: "
+        "pyslirp4netns against slirp4netns inside the loopback-only test rig (root)."
+    )
+    p.add_argument("--duration", type=float, default=5.0, metavar="T", help="seconds per run")
+    p.add_argument("--repeat", type=int, default=3, metavar="R", help="runs per binary/scenario")
+    p.add_argument(
+        "--mtu", type=int, nargs="+", default=[1500, 65520], metavar="M", help="MTUs to test"
+    )
+    p.add_argument(
+        "--only",
+        action="append",
+        metavar="S",
+        help="scenarios: g2h, h2g, rr or KIND@MTU (comma-separated or repeated)",
+    )
+    p.add_argument("--binary", help="our daemon's command (default: python3 -m pyslirp4netns)")
+    p.add_argument("--reference", default=REFERENCE, help="slirp4netns binary")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        choices=["ours", "ours-nooffload", "slirp4netns"],
+        default=["ours", "ours-nooffload", "slirp4netns"],
+        help="which binaries to run",
+    )
+    p.add_argument(
+        "--rootless", action="store_true", help="guests made by unshare -Urn (default: unshare -n)"
+    )
+    args = p.parse_args(argv)
+    if args.duration <= 0 or args.repeat < 1:
+        p.error("--duration must be > 0 and --repeat >= 1")
+    if any(not 68 <= m <= 65521 for m in args.mtu):
+        p.error("--mtu must be within 68..65521")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if os.geteuid() != 0:
+        print("throughput.py: needs root (namespaces and taps)", file=sys.stderr)
+        return 2
+    variants = variants_for(args)
+    scenarios = scenarios_for(args)
+    if not scenarios:
+        print("throughput.py: --only selected no scenario", file=sys.stderr)
+        return 2
+    reference = next((v for v in variants if v.reference), None)
+    if reference and not os.access(reference.program[0], os.X_OK):
+        print(f"throughput.py: {reference.program[0]} missing: no reference rows", file=sys.stderr)
+        variants.remove(reference)
+        reference = None
+    signal.signal(signal.SIGTERM, _raise_stop)
+    signal.signal(signal.SIGHUP, _raise_stop)
+
+    rows = [Row(s, v) for s in scenarios for v in variants]
+    total = len(rows) * args.repeat
+    print(
+        f"# {platform.node()} {platform.release()}, {os.cpu_count()} CPUs; "
+        f"{args.duration:g}s x {args.repeat} per cell, "
+        f"{'rootless' if args.rootless else 'root'}-style guests",
+        flush=True,
+    )
+    for v in variants:
+        extra = " ".join(f"{k}={val}" for k, val in v.env if k != "PYTHONPATH")
+        print(f"# {v.label}: {extra + ' ' if extra else ''}{shlex.join(v.program)}", flush=True)
+
+    interrupted = False
+    outer: Outer | None = None
+    started = time.monotonic()
+    try:
+        outer = Outer()
+        done = 0
+        for scenario in scenarios:
+            for repeat in range(args.repeat):
+                # A B C A B C: a slow spell of the machine lands on every binary, not one.
+                for row in (r for r in rows if r.scenario == scenario):
+                    run = run_cell(outer, row.variant, scenario, args)
+                    row.runs.append(run)
+                    done += 1
+                    result = (
+                        f"{fmt_value(run.value, scenario.unit)} {scenario.unit}"
+                        if run.value is not None
+                        else f"fail ({run.reason})"
+                    )
+                    rss = f", VmHWM {run.rss_kib} KiB" if run.rss_kib is not None else ""
+                    print(
+                        f"[{done}/{total}] {scenario.name} {row.variant.label} "
+                        f"#{repeat + 1}: {result}{rss}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+    except KeyboardInterrupt as e:
+        interrupted = True
+        print(f"interrupted ({str(e) or 'SIGINT'}): partial results", file=sys.stderr)
+    finally:
+        if outer is not None:
+            with signals_deferred():
+                quietly_close(outer)
+    print()
+    print(table([r for r in rows if r.runs], reference))
+    print(f"\n# {time.monotonic() - started:.0f}s; ratio = median(ours) / median(slirp4netns)")
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
