@@ -29,7 +29,7 @@ from pyslirp4netns.config import Config
 from pyslirp4netns.dns import ResolvConf
 from pyslirp4netns.faults import ENV as FAULTS_ENV
 from pyslirp4netns.faults import FaultInjector
-from pyslirp4netns.hostsockets import HostDatagrams
+from pyslirp4netns.hostsockets import HostDatagrams, HostStreams
 from pyslirp4netns.netns import (
     CLONE_NEWUSER,
     StartupError,
@@ -41,6 +41,7 @@ from pyslirp4netns.netns import (
 )
 from pyslirp4netns.stack import Stack
 from pyslirp4netns.wire import vnet
+from pyslirp4netns.wire.codec import Buffer
 
 MIN_MTU = 68  # libslirp's IF_MTU_MIN
 UNIX_PATH_MAX = 108
@@ -163,7 +164,12 @@ class Daemon:
         self.resolv = ResolvConf()
         self.stack.policy.nameservers = self.resolv.current(now)
         self.datagrams = HostDatagrams(self.stack, config, self._watch, self._unwatch)
+        self.streams = HostStreams(
+            self.stack, config, self._watch, self.epoll.modify, self._unwatch
+        )
         self.faults = faults_from_env()
+        # The other direction gets its own injector: same rates, its own random stream.
+        self.faults_out = faults_from_env(seed_offset=1, quiet=True)
         self._buffer = bytearray(READ_SIZE)
         self._view = memoryview(self._buffer)
         self._header = vnet.SIZE if tap.vnet_hdr else 0
@@ -234,19 +240,26 @@ class Daemon:
                     stack.on_timer(now)
             self._carry_out()
         log(reason)
+        if os.environ.get("PYSLIRP4NETNS_STATS") == "1":
+            log(f"frames dropped by reason: {dict(stack.dropped)}")
         log("do_slirp is exiting")
         return 0
 
     def _carry_out(self) -> None:
         """Do what the stack asked of the shell, then write its frames (principle 2)."""
         stack = self.stack
+        stack.flush(time.monotonic())
         while stack.requests:
             requests, stack.requests = stack.requests, []
             for request in requests:
-                if isinstance(request, events.Log):
+                if isinstance(request, _STREAM_REQUESTS):
+                    self.streams.carry_out(request)
+                elif isinstance(request, events.Log):
                     log(request.text)
                 else:
                     self.datagrams.carry_out(request)
+            stack.flush(time.monotonic())  # what the host side just reported
+        self.streams.resume_reads()
         self._write_tap()
 
     def _on_tap(self, events_: int) -> str | None:
@@ -279,11 +292,11 @@ class Daemon:
             if faults is None:
                 stack.receive_frame(view[header:n], now, csum_done, gso_size)
             else:
-                for frame in faults.apply(bytes(view[header:n])):
-                    stack.receive_frame(frame, now, csum_done, gso_size)
+                for frame, verifiable in faults.apply(bytes(view[header:n]), not csum_done):
+                    stack.receive_frame(frame, now, not verifiable, gso_size)
         if faults is not None:
-            for frame in faults.flush():
-                stack.receive_frame(frame, now, False, 0)
+            for frame, verifiable in faults.flush():
+                stack.receive_frame(frame, now, not verifiable, 0)
         return None
 
     def _write_tap(self) -> None:
@@ -291,6 +304,8 @@ class Daemon:
         if not out:
             return
         fd = self.tap.fd
+        if self.faults_out is not None:
+            out[:] = self._faulty(out)
         for parts in out:
             try:
                 os.writev(fd, parts)
@@ -299,6 +314,22 @@ class Daemon:
             except OSError:
                 pass  # e.g. EINVAL for a frame the tap refuses: that frame only
         out.clear()
+
+    def _faulty(self, out: list[list[Buffer]]) -> list[list[Buffer]]:
+        """Frames toward the guest through the test-only fault injector (the virtio-net header
+        travels with its frame, so a reordered frame keeps its own offload request)."""
+        assert self.faults_out is not None
+        size = vnet.SIZE if self.tap.vnet_hdr else 0
+        result: list[list[Buffer]] = []
+        released: list[tuple[bytes, bool]] = []
+        for parts in out:
+            frame = b"".join(bytes(p) for p in parts)
+            verifiable = not (size and frame[0] & vnet.NEEDS_CSUM)
+            released.extend(self.faults_out.apply(frame, verifiable))
+        released.extend(self.faults_out.flush())
+        for frame, _ in released:
+            result.append([frame[:size], frame[size:]] if size else [frame])
+        return result
 
     def _on_api(self, events: int) -> str | None:
         assert self.api is not None
@@ -324,6 +355,7 @@ class Daemon:
             self.api = None
         signal.set_wakeup_fd(-1)
         self.datagrams.close()
+        self.streams.close()
         self.epoll.close()
         for fd in (self._wake_r, self._wake_w, self.tap.fd, self.target_pidfd):
             if fd is not None:
@@ -333,7 +365,7 @@ class Daemon:
                     pass
 
 
-def faults_from_env() -> FaultInjector | None:
+def faults_from_env(seed_offset: int = 0, quiet: bool = False) -> FaultInjector | None:
     """The test-only fault injector, when PYSLIRP4NETNS_FAULTS asks for one."""
     spec = os.environ.get(FAULTS_ENV)
     if not spec:
@@ -342,8 +374,19 @@ def faults_from_env() -> FaultInjector | None:
         injector = FaultInjector.from_spec(spec)
     except ValueError as e:
         raise StartupError(str(e)) from None
-    log(f"WARNING: fault injection is on ({injector})")
+    if seed_offset:
+        injector.random.seed(injector.random.random() + seed_offset)
+    if not quiet:
+        log(f"WARNING: fault injection is on, both directions ({injector})")
     return injector
+
+
+_STREAM_REQUESTS = (
+    events.StreamWrite,
+    events.StreamConnect,
+    events.StreamShutdown,
+    events.StreamClose,
+)
 
 
 def _random_fraction() -> float:

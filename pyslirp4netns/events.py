@@ -47,10 +47,53 @@ class DatagramClose:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamConnect:
+    """Start a non-blocking host ``connect()`` for a guest's SYN (then report
+    ``tcp_connected``/``tcp_refused``/``tcp_failed``)."""
+
+    flow: int
+    family: int
+    addr: bytes
+    port: int
+    scope: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamWrite:
+    """The flow's connection has bytes in ``to_host``: write what the socket takes."""
+
+    flow: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamShutdown:
+    """The guest sent FIN and every byte before it is in ``to_host``: SHUT_WR once written."""
+
+    flow: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClose:
+    """The flow is over; ``abort``: close with RST (SO_LINGER 0), the guest reset it."""
+
+    flow: int
+    abort: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
     """One line for stderr (rare events only: never per packet)."""
 
     text: str
 
 
-Request = DatagramOpen | DatagramSend | DatagramClose | Log
+Request = (
+    DatagramOpen
+    | DatagramSend
+    | DatagramClose
+    | StreamConnect
+    | StreamWrite
+    | StreamShutdown
+    | StreamClose
+    | Log
+)

@@ -28,7 +28,7 @@ class FaultInjector:
                 raise ValueError(f"{ENV}: {name} must be a probability, not {p}")
         self.drop, self.corrupt, self.reorder = drop, corrupt, reorder
         self.random = random.Random(seed)
-        self.held: bytes | None = None  # one frame held back swaps places with the next
+        self.held: tuple[bytes, bool] | None = None  # held back: swaps places with the next
         self.counts = {"drop": 0, "corrupt": 0, "reorder": 0}
 
     @classmethod
@@ -46,28 +46,37 @@ class FaultInjector:
     def __str__(self) -> str:
         return f"drop={self.drop} corrupt={self.corrupt} reorder={self.reorder}"
 
-    def apply(self, frame: bytes) -> Iterator[bytes]:
-        """The frames to deliver now, in order, in place of ``frame``."""
+    def apply(self, frame: bytes, verifiable: bool = True) -> Iterator[tuple[bytes, bool]]:
+        """The frames to deliver now, in order, in place of ``frame``, with their flags.
+
+        ``verifiable``: the frame carries a complete checksum, so a flipped bit is something
+        the receiver can catch. A frame whose checksum the tap fills in later (virtio
+        NEEDS_CSUM) can't be corrupted in transit in any way a receiver would see: on a
+        real link the damage would come after the checksum, and the frame would be discarded.
+        So "corrupt" drops such a frame instead of handing over undetectable garbage.
+        """
         roll = self.random.random()
         if roll < self.drop:
             self.counts["drop"] += 1
             return
         if roll < self.drop + self.corrupt and len(frame) > SPARE:
             self.counts["corrupt"] += 1
+            if not verifiable:
+                return
             damaged = bytearray(frame)
             bit = self.random.randrange((len(frame) - SPARE) * 8)
             damaged[SPARE + bit // 8] ^= 1 << (bit % 8)
             frame = bytes(damaged)
         elif roll < self.drop + self.corrupt + self.reorder and self.held is None:
             self.counts["reorder"] += 1
-            self.held = frame
+            self.held = (frame, verifiable)
             return
-        yield frame
+        yield frame, verifiable
         if self.held is not None:
             held, self.held = self.held, None
             yield held
 
-    def flush(self) -> Iterator[bytes]:
+    def flush(self) -> Iterator[tuple[bytes, bool]]:
         """A held frame is never lost to reordering: the end of a batch releases it."""
         if self.held is not None:
             held, self.held = self.held, None

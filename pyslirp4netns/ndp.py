@@ -86,3 +86,14 @@ def router_advertisement(dns6: bytes | None) -> bytes:
     if dns6 is not None:
         body += struct.pack("!BBHI16s", OPT_RDNSS, 3, 0, RDNSS_LIFETIME, DNS6)
     return icmpv6.encode(LINK_GATEWAY6, ALL_NODES6, icmpv6.ROUTER_ADVERTISEMENT, 0, rest, body)
+
+
+def solicited_node(address: bytes) -> bytes:
+    """ff02::1:ffXX:XXXX for ``address`` (RFC 4291 §2.7.1)."""
+    return socket.inet_pton(socket.AF_INET6, "ff02::1:ff00:0")[:13] + address[13:]
+
+
+def neighbor_solicitation(src: bytes, dst: bytes, target: bytes) -> bytes:
+    """An NS for ``target`` with our source link-layer address (RFC 4861 §4.3)."""
+    option = bytes((OPT_SOURCE_LLA, 1)) + alias_mac6(GATEWAY6)
+    return icmpv6.encode(src, dst, icmpv6.NEIGHBOR_SOLICITATION, 0, 0, target + option)

@@ -17,7 +17,9 @@ nothing else: one bad frame can't stop the stack.
 
 What answers (contract §3):
 
-* ARP for the gateway N+2 and DNS alias N+3 only (MAC ``52:55:`` + the IPv4 address); with
+* ARP for the gateway N+2 and DNS alias N+3 only (MAC ``52:55:`` + the IPv4 address); guest
+  MACs are learned from their ARP and IPv4 traffic, and ``send_to_guest`` asks by ARP (holding a
+  few frames) before delivering to a guest address not heard from yet; with
   ``--enable-ipv6`` NDP for fd00::2, fd00::3, fe80::2, fe80::3 (MAC ``52:56:`` + low 32 bits)
   and a Router Advertisement on every Router Solicitation and every 200-600 s.
 * ICMP echo to those aliases, answered by us (TTL/hop limit 255, whatever the disable flags).
@@ -34,35 +36,48 @@ What answers (contract §3):
   overlaps refused); datagrams bigger than the MTU toward the guest are fragmented.
 
 ICMP errors are never sent about multicast or broadcast datagrams (RFC 1122 §3.2.2).
-TCP arrives with issue 4; until then its segments are counted and dropped.
+
 """
 
 from __future__ import annotations
 
+import heapq
 from collections import Counter
 from collections.abc import Callable
 
 from pyslirp4netns import events, ndp
 from pyslirp4netns.config import Config
 from pyslirp4netns.dhcp import DhcpServer
-from pyslirp4netns.events import DatagramClose, DatagramOpen, DatagramSend, Log
+from pyslirp4netns.events import (
+    DatagramClose,
+    DatagramOpen,
+    DatagramSend,
+    Log,
+    StreamClose,
+    StreamConnect,
+    StreamShutdown,
+    StreamWrite,
+)
 from pyslirp4netns.fragments import Reassembler, fragment_ipv4
 from pyslirp4netns.nat import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
+    IPPROTO_TCP,
     IPPROTO_UDP,
     Deny,
     Flow,
     FlowTable,
     Policy,
 )
-from pyslirp4netns.wire import arp, dhcp, ethernet, icmpv4, icmpv6, ipv4, ipv6, udp, vnet
+from pyslirp4netns.tcp import TcpConnection, TcpState, reset_for
+from pyslirp4netns.wire import arp, dhcp, ethernet, icmpv4, icmpv6, ipv4, ipv6, tcp, udp, vnet
 from pyslirp4netns.wire.codec import Buffer, WireError
 
 ALIAS_MAC_PREFIX = b"\x52\x55"  # libslirp's MAC for an alias: 52:55 + its IPv4 address
 REPLY_TTL = 255  # libslirp answers ICMP itself with TTL 255
 FORWARD_TTL = 64  # what we put on datagrams relayed from host sockets
 BROADCAST4 = b"\xff\xff\xff\xff"
+UNKNOWN_MAC = bytes(6)  # a frame's destination until ARP/NDP tells us the guest's MAC
 UNSPECIFIED6 = bytes(16)
 TFTP_PORT = 69
 TFTP_RRQ, TFTP_WRQ, TFTP_ERROR = 1, 2, 5
@@ -78,6 +93,54 @@ ORIGIN_ICMP = 2
 ORIGIN_ICMP6 = 3
 
 UDP_CSUM_OFFSET = 6  # of the checksum within the UDP header, for virtio NEEDS_CSUM
+
+NEIGHBOUR_LIMIT = 4096  # guest IPv4 addresses remembered
+ARP_RETRY = 1.0  # seconds before asking again for an unanswered guest address
+AWAITING_LIMIT = 64  # guest addresses being resolved at once
+AWAITING_FRAMES = 16  # frames held per address meanwhile
+
+TCP_LIMIT = 16384  # connections at once; a SYN beyond that gets RST|ACK
+TCP_RCV_BUFFER = 4 << 20  # per connection: the window we offer, bounded by what we hold
+TCP_SND_BUFFER = 4 << 20  # per connection: host bytes kept until the guest acknowledges them
+# A GSO burst toward the guest: whole frame within 64 KiB with any IP and TCP header chain.
+GSO_MAX_SEGMENT = 0xFFFF - ipv6.SIZE - 60
+
+
+class TcpFlow:
+    """One guest TCP connection: its protocol state and how to frame segments to the guest."""
+
+    __slots__ = (
+        "id",
+        "conn",
+        "key",
+        "guest_mac",
+        "guest",
+        "guest_port",
+        "remote",
+        "remote_port",
+        "original",
+        "timer_at",
+        "dirty",
+        "shutdown_sent",
+    )
+
+    def __init__(
+        self,
+        flow_id: int,
+        conn: TcpConnection,
+        key: tuple[bytes, int, bytes, int],
+        mac: bytes,
+        original: bytes,
+    ) -> None:
+        self.id = flow_id
+        self.conn = conn
+        self.key = key
+        self.guest_mac = mac
+        self.guest, self.guest_port, self.remote, self.remote_port = key
+        self.original = original  # the SYN's IP header + 8 bytes, for an ICMP error about it
+        self.timer_at: float | None = None  # earliest deadline of ours in the stack's heap
+        self.dirty = False
+        self.shutdown_sent = False
 
 
 FirstFragment = tuple[ethernet.EthernetRepr, ipv4.Ipv4Repr, bytes]
@@ -115,6 +178,10 @@ class Stack:
         self.aliases = {self.gateway: alias_mac(self.gateway), self.dns: alias_mac(self.dns)}
         self.policy = policy or Policy(config)
         self.neighbours: dict[bytes, bytes] = {}  # guest IPv4 -> MAC, learned
+        self.neighbours6: dict[bytes, bytes] = {}  # guest IPv6 -> MAC, learned
+        # Guest addresses we ARP for: (when we asked, frames waiting for the answer).
+        self._awaiting: dict[bytes, tuple[float, list[tuple[list[Buffer], bytes]]]] = {}
+        self._now = now  # the latest time the shell gave us (for ARP retries)
         self.out: list[list[Buffer]] = []
         self.requests: list[events.Request] = []
         self.dropped: Counter[str] = Counter()
@@ -125,6 +192,10 @@ class Stack:
         self.dns_flows = FlowTable(DNS_TIMEOUT, FLOW_LIMIT)
         self.ping_flows = FlowTable(PING_TIMEOUT, FLOW_LIMIT)
         self.flows: dict[int, tuple[Flow, FlowTable]] = {}
+        self.tcp_flows: dict[tuple[bytes, int, bytes, int], TcpFlow] = {}
+        self.tcp_by_id: dict[int, TcpFlow] = {}
+        self._dirty: list[TcpFlow] = []
+        self._timers: list[tuple[float, int]] = []  # (deadline, TCP flow id), a lazy heap
         self._next_flow = 0
         self._ip_id = 0
         self._rng = rng or (lambda: 0.5)
@@ -139,6 +210,7 @@ class Stack:
     ) -> None:
         """One frame from the guest. ``csum_done``: the tap says its L4 checksum is not to be
         verified (virtio NEEDS_CSUM/DATA_VALID); ``gso_size``: a UDP GSO super-frame's size."""
+        self._now = now
         try:
             eth = ethernet.decode(frame)
             if eth.vlan is not None:
@@ -156,10 +228,71 @@ class Stack:
 
     def _learn(self, ip: bytes, mac: bytes) -> None:
         """Remember a guest address: only unicast sources inside the CIDR, never our aliases."""
-        if ip in self.aliases or mac[0] & 1 or len(self.neighbours) > 4096:
+        if ip in self.aliases or mac[0] & 1:
+            return
+        if self.neighbours.get(ip) == mac:
+            return
+        if len(self.neighbours) >= NEIGHBOUR_LIMIT and ip not in self.neighbours:
             return
         if int.from_bytes(ip, "big") & int(self.cidr.netmask) == int(self.cidr.network_address):
             self.neighbours[ip] = mac
+            self._release(ip, mac)
+
+    def _learn6(self, ip: bytes, mac: bytes) -> None:
+        """Remember a guest IPv6 address (unicast, not ours) from any frame it sends."""
+        if ip[0] == 0xFF or ip == UNSPECIFIED6 or ip in ndp.ALIASES6 or mac[0] & 1:
+            return
+        if self.neighbours6.get(ip) == mac:
+            return
+        if len(self.neighbours6) < NEIGHBOUR_LIMIT or ip in self.neighbours6:
+            self.neighbours6[ip] = mac
+            self._release(ip, mac)
+
+    def _release(self, ip: bytes, mac: bytes) -> None:
+        waiting = self._awaiting.pop(ip, None)
+        if waiting is not None:
+            for parts, header in waiting[1]:
+                self._emit([mac + bytes(parts[0][6:]), *parts[1:]], header)
+
+    def _resolve(self, parts: list[Buffer], header: bytes) -> None:
+        """A frame built for a guest address whose MAC we don't know yet (UNKNOWN_MAC): held,
+        a few per address, while we ask by ARP or neighbour solicitation, as libslirp does
+        before delivering to a guest it has not heard from (contract §3.2)."""
+        head = parts[0]
+        v4 = head[12:14] == b"\x08\x00"
+        ip = bytes(head[30:34]) if v4 else bytes(head[38:54])
+        mac = self.neighbours.get(ip) if v4 else self.neighbours6.get(ip)
+        if mac is not None:
+            self._emit([mac + bytes(head[6:]), *parts[1:]], header)
+            return
+        now = self._now
+        asked, held = self._awaiting.get(ip, (None, []))
+        if asked is None or now - asked >= ARP_RETRY:
+            if asked is None and len(self._awaiting) >= AWAITING_LIMIT:
+                self.dropped["arp: too many unresolved guest addresses"] += 1
+                return
+            self._solicit(ip)
+            if asked is not None:
+                held = []  # no answer within ARP_RETRY: what waited is stale
+            asked = now
+        if len(held) < AWAITING_FRAMES:
+            held.append((parts, header))
+        else:
+            self.dropped["arp: frame dropped while resolving"] += 1
+        self._awaiting[ip] = (asked, held)
+
+    def _solicit(self, ip: bytes) -> None:
+        """ARP request (IPv4) or neighbour solicitation (IPv6, RFC 4861 §7.2.2) for ``ip``."""
+        if len(ip) == 4:
+            gateway_mac = self.aliases[self.gateway]
+            request = arp.request(gateway_mac, self.gateway, ip)
+            frame = ethernet.encode(ethernet.BROADCAST, gateway_mac, ethernet.ETHERTYPE_ARP)
+            self._emit([frame + request])
+            return
+        group = ndp.solicited_node(ip)
+        message = ndp.neighbor_solicitation(ndp.LINK_GATEWAY6, group, ip)
+        mac = b"\x33\x33" + group[12:]  # RFC 2464 §7
+        self._send_ipv6(mac, ndp.LINK_GATEWAY6, group, IPPROTO_ICMPV6, message, ndp.NDP_HOP_LIMIT)
 
     def _arp(self, eth: ethernet.EthernetRepr, frame: Buffer) -> None:
         packet = arp.decode(frame, eth.payload_offset)
@@ -234,11 +367,13 @@ class Stack:
                 self.dropped["udp: bad checksum"] += 1
                 return
             self._udp4(eth, ip, buf, ip_start, datagram, now, gso)
+        elif protocol == ipv4.PROTO_TCP:
+            self._tcp(eth, ip.src, ip.dst, buf, offset, length, ip_start, now, csum_done)
         elif protocol == ipv4.PROTO_ICMP:
             message = icmpv4.decode(buf, offset, length)
             self._icmp4(eth, ip, buf, ip_start, message, now)
         else:
-            self.dropped["ipv4: protocol not served yet"] += 1
+            self.dropped["ipv4: protocol not served"] += 1
 
     def _icmp4(
         self,
@@ -313,13 +448,17 @@ class Stack:
         self, eth: ethernet.EthernetRepr, frame: Buffer, now: float, csum_done: bool, gso: int
     ) -> None:
         ip = ipv6.decode(frame, eth.payload_offset)
+        self._learn6(ip.src, eth.src)
         upper = ipv6.walk_extensions(frame, ip)
         if upper.fragment is not None:
             # Guests don't fragment what we serve on IPv6 below the MTU (UDP and ICMP at most);
             # fragments are counted and dropped rather than kept in a second reassembly table.
             self.dropped["ipv6: fragment"] += 1
             return
-        if upper.protocol == IPPROTO_ICMPV6:
+        if upper.protocol == IPPROTO_TCP:
+            start = eth.payload_offset
+            self._tcp(eth, ip.src, ip.dst, frame, upper.offset, upper.length, start, now, csum_done)
+        elif upper.protocol == IPPROTO_ICMPV6:
             message = icmpv6.decode(frame, upper.offset, upper.length, ip.src, ip.dst)
             self._icmp6(eth, ip, frame, message, now)
         elif upper.protocol == IPPROTO_UDP:
@@ -330,7 +469,7 @@ class Stack:
             original = frame[eth.payload_offset : datagram.payload_offset]
             self._udp_out(eth, ip.src, ip.dst, datagram, frame, original, now, gso)
         else:
-            self.dropped["ipv6: protocol not served yet"] += 1
+            self.dropped["ipv6: protocol not served"] += 1
 
     def _icmp6(
         self,
@@ -487,6 +626,311 @@ class Stack:
             message = icmpv6.dest_unreachable(ndp.GATEWAY6, src, icmpv6.NO_ROUTE, original)
             self._send_ipv6(mac, ndp.GATEWAY6, src, IPPROTO_ICMPV6, message, 64)
 
+    # -- TCP: guest connections through host sockets ---------------------------------------
+    def _tcp(
+        self,
+        eth: ethernet.EthernetRepr,
+        src: bytes,
+        dst: bytes,
+        buf: Buffer,
+        offset: int,
+        length: int,
+        ip_start: int,
+        now: float,
+        csum_done: bool,
+    ) -> None:
+        seg = tcp.decode(buf, offset, length)
+        if not csum_done and not tcp.checksum_ok(buf, offset, length, src, dst):
+            self.dropped["tcp: bad checksum"] += 1
+            return
+        key = (src, seg.src_port, dst, seg.dst_port)
+        flags = seg.flags
+        start = seg.payload_offset
+        payload = buf[start : start + seg.payload_length]
+        flow = self.tcp_flows.get(key)
+        if flow is not None:
+            conn = flow.conn
+            options = tcp.parse_options(seg.options) if flags & tcp.SYN and seg.options else None
+            conn.on_segment(seg.seq, seg.ack, flags, seg.window, payload, now, options)
+            if not (conn.reopen and conn.closed):
+                self._mark(flow)
+                return
+            self._forget_tcp(flow)  # TIME-WAIT ended by a new SYN: a new incarnation follows
+        if flags & (tcp.SYN | tcp.ACK | tcp.RST) != tcp.SYN:
+            # RFC 9293 §3.10.7.1: a segment of no connection gets a reset (never an RST).
+            answer = reset_for(seg.seq, seg.ack, flags, seg.payload_length)
+            if answer is not None:
+                self._tcp_frame(eth.src, dst, src, seg.dst_port, seg.src_port, answer, 0)
+            return
+        if len(self.tcp_flows) >= TCP_LIMIT:
+            self.dropped["tcp: too many connections"] += 1
+            answer = reset_for(seg.seq, seg.ack, flags, seg.payload_length)
+            if answer is not None:
+                self._tcp_frame(eth.src, dst, src, seg.dst_port, seg.src_port, answer, 0)
+            return
+        decision = self.policy.resolve(IPPROTO_TCP, dst, seg.dst_port)
+        original = bytes(buf[ip_start : offset + 8])
+        if isinstance(decision, Deny):
+            self._refuse(eth.src, src, dst, original)
+            return
+        mss = self.mtu - (ipv4.SIZE if len(src) == 4 else ipv6.SIZE) - tcp.SIZE
+        conn = TcpConnection.accept(
+            irs=seg.seq,
+            peer_window=seg.window,
+            options=tcp.parse_options(seg.options),
+            iss=int(self._rng() * 2**32),
+            now=now,
+            mss=mss,
+            max_segment=GSO_MAX_SEGMENT if self.vnet_hdr else mss,
+            rcv_buffer=TCP_RCV_BUFFER,
+            snd_buffer=TCP_SND_BUFFER,
+        )
+        self._next_flow += 1
+        flow = TcpFlow(self._next_flow, conn, key, eth.src, original)
+        self.tcp_flows[key] = flow
+        self.tcp_by_id[flow.id] = flow
+        scope = self.policy.nameservers.v6_scope if decision.port == 53 else 0
+        self.requests.append(
+            StreamConnect(flow.id, decision.family, decision.addr, decision.port, scope)
+        )
+        self._mark(flow)
+
+    def _mark(self, flow: TcpFlow) -> None:
+        """The flow has something for ``flush``: segments, host work or a new deadline."""
+        if not flow.dirty:
+            flow.dirty = True
+            self._dirty.append(flow)
+
+    def _forget_tcp(self, flow: TcpFlow) -> None:
+        self.tcp_flows.pop(flow.key, None)
+        self.tcp_by_id.pop(flow.id, None)
+
+    def flush(self, now: float) -> None:
+        """Once per batch: every changed TCP flow sends what it owes (one cumulative ACK, data
+        within the guest's window) and tells the shell what to do with its host socket."""
+        self._now = now
+        dirty = self._dirty
+        if not dirty:
+            return
+        self._dirty = []
+        requests = self.requests
+        for flow in dirty:
+            flow.dirty = False
+            conn = flow.conn
+            if flow.guest_mac == UNKNOWN_MAC:  # a port forward's guest: heard from yet?
+                table = self.neighbours if len(flow.guest) == 4 else self.neighbours6
+                flow.guest_mac = table.get(flow.guest, UNKNOWN_MAC)
+            for segment in conn.flush(now):
+                self._tcp_frame(
+                    flow.guest_mac,
+                    flow.remote,
+                    flow.guest,
+                    flow.remote_port,
+                    flow.guest_port,
+                    segment,
+                    conn.send_mss,
+                )
+            if conn.to_host:
+                requests.append(StreamWrite(flow.id))
+            if conn.shutdown_host and not flow.shutdown_sent:
+                flow.shutdown_sent = True
+                requests.append(StreamShutdown(flow.id))
+            if conn.state is TcpState.CLOSED and (conn.closed or conn.reset or conn.timed_out):
+                if flow.id in self.tcp_by_id:
+                    self._forget_tcp(flow)
+                    abort = conn.reset or conn.timed_out or conn.refused
+                    requests.append(StreamClose(flow.id, abort=abort))
+                continue
+            deadline = conn.next_deadline()
+            if deadline is not None and (flow.timer_at is None or deadline < flow.timer_at):
+                flow.timer_at = deadline
+                heapq.heappush(self._timers, (deadline, flow.id))
+
+    def _tcp_frame(
+        self,
+        mac: bytes,
+        src: bytes,
+        dst: bytes,
+        src_port: int,
+        dst_port: int,
+        segment: tuple[int, int, int, int, bytes, bytes],
+        gso_size: int,
+    ) -> None:
+        """One segment (or GSO burst of ``gso_size`` pieces) to the guest. With the vnet header
+        only the pseudo-header sum is computed: the tap finishes the checksum (NEEDS_CSUM) and
+        cuts the burst (GSO); without it the segment fits the MTU and is checksummed here."""
+        seq, ack, flags, window, options, payload = segment
+        header = tcp.encode(
+            src,
+            dst,
+            src_port,
+            dst_port,
+            seq,
+            ack,
+            flags,
+            window,
+            payload,
+            options=options,
+            partial=self.vnet_hdr,
+        )
+        length = len(header) + len(payload)
+        if len(src) == 4:
+            self._ip_id = (self._ip_id + 1) & 0xFFFF
+            ip = ipv4.encode(
+                src, dst, ipv4.PROTO_TCP, length, identification=self._ip_id, dont_fragment=True
+            )
+            src_mac = self.aliases.get(src, self.aliases[self.gateway])
+            head = ethernet.encode(mac, src_mac, ethernet.ETHERTYPE_IPV4) + ip + header
+            gso_type = vnet.GSO_TCPV4
+        else:
+            ip = ipv6.encode(src, dst, IPPROTO_TCP, length)
+            src_mac = ndp.alias_mac6(src if src in ndp.ALIASES6 else ndp.GATEWAY6)
+            head = ethernet.encode(mac, src_mac, ethernet.ETHERTYPE_IPV6) + ip + header
+            gso_type = vnet.GSO_TCPV6
+        parts: list[Buffer] = [head, payload] if payload else [head]
+        if self.vnet_hdr:
+            csum_start = ethernet.SIZE + len(ip)
+            if gso_size and len(payload) > gso_size:
+                info = vnet.encode(
+                    vnet.NEEDS_CSUM, gso_type, len(head), gso_size, csum_start, tcp.CHECKSUM_OFFSET
+                )
+            else:
+                info = vnet.encode(
+                    vnet.NEEDS_CSUM, 0, len(head), 0, csum_start, tcp.CHECKSUM_OFFSET
+                )
+            self._emit(parts, info)
+        else:
+            self._emit(parts)
+
+    # -- port forwards: host clients toward the guest -------------------------------------------
+    def tcp_open_to_guest(
+        self, guest: bytes, guest_port: int, remote: bytes, remote_port: int, now: float
+    ) -> int | None:
+        """An accepted host client becomes an active open toward ``guest``:``guest_port``,
+        appearing to come from ``remote``:``remote_port``; None if no flow can be made."""
+        self._now = now
+        if len(self.tcp_flows) >= TCP_LIMIT:
+            self.dropped["tcp: too many connections"] += 1
+            return None
+        key = (guest, guest_port, remote, remote_port)
+        for _ in range(64):  # two clients mapped to the same source: pick another port
+            if key not in self.tcp_flows:
+                break
+            remote_port = 1024 + int(self._rng() * 64000)
+            key = (guest, guest_port, remote, remote_port)
+        else:
+            return None
+        mss = self.mtu - (ipv4.SIZE if len(guest) == 4 else ipv6.SIZE) - tcp.SIZE
+        conn = TcpConnection.connect(
+            iss=int(self._rng() * 2**32),
+            now=now,
+            mss=mss,
+            max_segment=GSO_MAX_SEGMENT if self.vnet_hdr else mss,
+            rcv_buffer=TCP_RCV_BUFFER,
+            snd_buffer=TCP_SND_BUFFER,
+        )
+        self._next_flow += 1
+        table = self.neighbours if len(guest) == 4 else self.neighbours6
+        flow = TcpFlow(self._next_flow, conn, key, table.get(guest, UNKNOWN_MAC), b"")
+        self.tcp_flows[key] = flow
+        self.tcp_by_id[flow.id] = flow
+        self._mark(flow)
+        return flow.id
+
+    def udp_forward_flow(
+        self, guest: bytes, guest_port: int, remote: bytes, remote_port: int, now: float
+    ) -> tuple[int, bool]:
+        """The UDP flow for a host client of a forward (``(id, new)``): the guest's replies to
+        ``remote``:``remote_port`` come back to it, whatever the address policy says."""
+        self._now = now
+        key = (guest, guest_port, remote, remote_port)
+        table = self.dns_flows if remote_port == 53 else self.udp_flows
+        flow = table.get(key)
+        if flow is not None:
+            table.touch(flow, now)
+            return flow.id, False
+        neighbours = self.neighbours if len(guest) == 4 else self.neighbours6
+        mac = neighbours.get(guest, UNKNOWN_MAC)
+        flow = self._new_flow(
+            table, key, events.UDP, mac, guest, guest_port, remote, remote_port, now
+        )
+        return flow.id, True
+
+    # -- facts about TCP host sockets --------------------------------------------------------
+    def tcp_connection(self, flow_id: int) -> TcpConnection | None:
+        flow = self.tcp_by_id.get(flow_id)
+        return None if flow is None else flow.conn
+
+    def tcp_connected(self, flow_id: int, now: float) -> None:
+        flow = self.tcp_by_id.get(flow_id)
+        if flow is not None:
+            flow.conn.host_connected(now)
+            self._mark(flow)
+
+    def tcp_refused(self, flow_id: int, now: float) -> None:
+        """Connection refused: RST|ACK to the guest (contract §3.4)."""
+        flow = self.tcp_by_id.get(flow_id)
+        if flow is not None:
+            flow.conn.host_refused(now)
+            self._mark(flow)
+
+    def tcp_failed(self, flow_id: int, host_unreachable: bool, now: float) -> None:
+        """Any other connect error: ICMP net (host) unreachable from the gateway about the SYN."""
+        flow = self.tcp_by_id.get(flow_id)
+        if flow is None:
+            return
+        flow.conn.host_failed(now)
+        self._forget_tcp(flow)
+        self.requests.append(StreamClose(flow.id))
+        if len(flow.guest) == 4:
+            code = icmpv4.HOST_UNREACHABLE if host_unreachable else icmpv4.NET_UNREACHABLE
+            message = icmpv4.dest_unreachable(code, flow.original)
+            self._send_ipv4(
+                flow.guest_mac, self.gateway, flow.guest, ipv4.PROTO_ICMP, message, b"", 64
+            )
+        else:
+            code = icmpv6.ADDRESS_UNREACHABLE if host_unreachable else icmpv6.NO_ROUTE
+            message = icmpv6.dest_unreachable(ndp.GATEWAY6, flow.guest, code, flow.original)
+            self._send_ipv6(flow.guest_mac, ndp.GATEWAY6, flow.guest, IPPROTO_ICMPV6, message, 64)
+
+    def tcp_host_data(self, flow_id: int, data: bytes, now: float) -> None:
+        flow = self.tcp_by_id.get(flow_id)
+        if flow is not None:
+            flow.conn.host_data(data, now)
+            self._mark(flow)
+
+    def tcp_host_written(self, flow_id: int, n: int, now: float) -> None:
+        flow = self.tcp_by_id.get(flow_id)
+        if flow is not None:
+            flow.conn.host_consumed(n, now)
+            self._mark(flow)
+
+    def tcp_host_eof(self, flow_id: int, now: float) -> None:
+        flow = self.tcp_by_id.get(flow_id)
+        if flow is not None:
+            flow.conn.host_eof(now)
+            self._mark(flow)
+
+    def tcp_host_reset(self, flow_id: int, now: float) -> None:
+        flow = self.tcp_by_id.get(flow_id)
+        if flow is not None:
+            flow.conn.host_reset(now)
+            self._mark(flow)
+
+    def _tcp_timers(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, flow_id = heapq.heappop(timers)
+            flow = self.tcp_by_id.get(flow_id)
+            if flow is None:
+                continue
+            if flow.timer_at == deadline:
+                flow.timer_at = None
+            real = flow.conn.next_deadline()
+            if real is not None and real <= now:
+                flow.conn.on_timer(now)
+            self._mark(flow)  # flush sends what the timer owes and re-arms the next deadline
+
     # -- facts from the shell --------------------------------------------------------------
     def udp_received(self, flow_id: int, data: Buffer, now: float) -> None:
         """A datagram arrived on a UDP flow's host socket: relay it to the guest."""
@@ -607,6 +1051,9 @@ class Stack:
 
     # -- output --------------------------------------------------------------------------
     def _emit(self, parts: list[Buffer], header: bytes = vnet.PLAIN) -> None:
+        if parts[0][:6] == UNKNOWN_MAC:
+            self._resolve(parts, header)
+            return
         if self.vnet_hdr:
             parts.insert(0, header)
         self.out.append(parts)
@@ -688,11 +1135,14 @@ class Stack:
             self.ping_flows.next_deadline(),
             self.reassembler.next_deadline(),
             self._next_ra,
+            self._timers[0][0] if self._timers else None,
         ]
         pending = [d for d in deadlines if d is not None]
         return min(pending) if pending else None
 
     def on_timer(self, now: float) -> None:
+        self._now = now
+        self._tcp_timers(now)
         for table in (self.udp_flows, self.dns_flows, self.ping_flows):
             for flow in table.expire(now):
                 del self.flows[flow.id]
@@ -707,6 +1157,7 @@ class Stack:
         if self._next_ra is not None and now >= self._next_ra:
             self._send_ra()
             self._next_ra = now + self._ra_interval()
+        self.flush(now)
 
 
 def _guest_error(v4: bool, origin: int, type_: int, code: int) -> tuple[int, int] | None:

@@ -12,9 +12,16 @@ FRAMES = [bytes([i % 256]) * 200 + i.to_bytes(4, "big") for i in range(10_000)]
 def run(injector: FaultInjector) -> list[bytes]:
     out: list[bytes] = []
     for frame in FRAMES:
-        out.extend(injector.apply(frame))
-    out.extend(injector.flush())
+        out.extend(f for f, _ in injector.apply(frame))
+    out.extend(f for f, _ in injector.flush())
     return out
+
+
+def test_corrupting_a_frame_without_its_checksum_drops_it() -> None:
+    injector = FaultInjector(corrupt=0.5, seed=4)
+    out = [f for frame in FRAMES for f, _ in injector.apply(frame, verifiable=False)]
+    assert set(out) <= set(FRAMES)
+    assert len(out) == len(FRAMES) - injector.counts["corrupt"]
 
 
 def test_off_by_default_is_the_identity() -> None:

@@ -91,3 +91,30 @@ def test_vlan_tagged_and_unknown_ethertypes_are_dropped() -> None:
     stack.receive_frame(ethernet.encode(ethernet.BROADCAST, GUEST_MAC, 0x88CC) + bytes(50), 0.0)
     assert stack.out == []
     assert stack.dropped["ethernet: vlan tagged"] == 1
+
+
+def test_frames_for_an_unknown_guest_wait_for_its_arp_answer() -> None:
+    stack = Stack(CONFIG)
+    other = bytes([10, 0, 2, 50])
+    header = ipv4.encode(GATEWAY, other, ipv4.PROTO_UDP, 7)
+    frame = [b"\x00" * 6 + b"\x52\x55\x0a\x00\x02\x02\x08\x00" + header + b"payload"]
+    stack._emit(list(frame))  # built for an unknown MAC
+    stack._now = 0.5
+    stack._emit(list(frame))  # asked already: held, no second request
+    request = only_output(stack)
+    eth = ethernet.decode(request)
+    asked = arp.decode(request, eth.payload_offset)
+    assert (eth.dst, asked.oper, asked.spa, asked.tpa) == (
+        ethernet.BROADCAST,
+        arp.REQUEST,
+        GATEWAY,
+        other,
+    )
+    answer = ethernet.encode(b"\x52\x55" + GATEWAY, GUEST_MAC, ethernet.ETHERTYPE_ARP)
+    answer += arp.reply(GUEST_MAC, other, b"\x52\x55" + GATEWAY, GATEWAY)
+    stack.receive_frame(answer, now=0.6)
+    released = [joined(parts) for parts in stack.out]
+    assert released == [GUEST_MAC + frame[0][6:]] * 2
+    stack.out.clear()
+    stack._emit(list(frame))  # known now: straight out
+    assert only_output(stack) == GUEST_MAC + frame[0][6:]

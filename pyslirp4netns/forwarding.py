@@ -1,0 +1,133 @@
+"""Part of the shell: port forwards from host listeners into the guest (contract §3.7).
+
+``api`` binds each forward's listening socket and hands the rule here (``listen``); we watch it.
+A TCP client is accepted at once and becomes an active open toward the guest through the stack
+(the guest's refusal resets the client); a UDP client's datagrams go to the guest on a flow of
+their own, and the guest's replies come back to that client, even with
+``--disable-host-loopback`` (slirp4netns drops them). ``unlisten`` stops accepting; connections
+already made carry on.
+
+Who the guest sees as the peer: a client on host loopback (or 0.0.0.0) appears as the gateway
+(10.0.2.2, or fd00::2 for an IPv6 guest address); any other client with its real address, as
+slirp4netns does.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import socket
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from pyslirp4netns.config import Config
+from pyslirp4netns.hostsockets import HostDatagrams, HostStreams, Watch
+from pyslirp4netns.ndp import GATEWAY6
+from pyslirp4netns.stack import Stack
+
+ACCEPTS_PER_WAKEUP = 64
+
+
+class Rule(Protocol):
+    """What a forward must say (api.py's rule objects)."""
+
+    proto: str
+    sock: socket.socket
+    guest_addr: str
+    guest_port: int
+
+
+class PortForwarding:
+    """The data path of the API's forwards."""
+
+    def __init__(
+        self,
+        stack: Stack,
+        config: Config,
+        streams: HostStreams,
+        datagrams: HostDatagrams,
+        watch: Watch,
+        unwatch: Callable[[int], None],
+    ) -> None:
+        self.stack = stack
+        self.gateway = config.gateway.packed
+        self.streams = streams
+        self.datagrams = datagrams
+        self.watch = watch
+        self.unwatch = unwatch
+        self.listening: dict[int, int] = {}  # id(rule) -> fd
+
+    def listen(self, rule: Rule) -> None:
+        fd = rule.sock.fileno()
+        handler = self._accept if rule.proto == "tcp" else self._receive
+        self.watch(fd, _EPOLLIN, functools.partial(handler, rule))
+        self.listening[id(rule)] = fd
+
+    def unlisten(self, rule: Rule) -> None:
+        fd = self.listening.pop(id(rule), None)
+        if fd is not None:
+            self.unwatch(fd)
+
+    def close(self) -> None:
+        for fd in self.listening.values():
+            self.unwatch(fd)
+        self.listening.clear()
+
+    # -- who the guest sees --------------------------------------------------------------
+    def _seen_as(self, guest: bytes, client: str) -> bytes:
+        address = ipaddress.ip_address(client.split("%", 1)[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        local = address.is_loopback or address.is_unspecified
+        if len(guest) == 4:
+            if local or address.version != 4:
+                return self.gateway
+            return address.packed
+        if local:
+            return GATEWAY6
+        if address.version == 4:
+            return ipaddress.IPv6Address(f"::ffff:{address}").packed
+        return address.packed
+
+    @staticmethod
+    def _guest(rule: Rule) -> bytes:
+        return ipaddress.ip_address(rule.guest_addr).packed
+
+    # -- events --------------------------------------------------------------------------
+    def _accept(self, rule: Rule, ev: int) -> str | None:
+        guest = self._guest(rule)
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                sock, peer = rule.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError:
+                return None  # e.g. EMFILE: the client waits in the backlog
+            now = time.monotonic()
+            remote = self._seen_as(guest, str(peer[0]))
+            flow = self.stack.tcp_open_to_guest(guest, rule.guest_port, remote, int(peer[1]), now)
+            if flow is None:
+                sock.close()
+                continue
+            self.streams.adopt(flow, sock)
+        return None
+
+    def _receive(self, rule: Rule, ev: int) -> str | None:
+        guest = self._guest(rule)
+        for _ in range(ACCEPTS_PER_WAKEUP):
+            try:
+                data, peer = rule.sock.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return None
+            except OSError:
+                continue  # an ICMP error from an earlier reply: not this datagram's business
+            now = time.monotonic()
+            remote = self._seen_as(guest, str(peer[0]))
+            flow, _ = self.stack.udp_forward_flow(guest, rule.guest_port, remote, int(peer[1]), now)
+            self.datagrams.adopt(flow, rule.sock, peer)
+            self.stack.udp_received(flow, data, now)
+        return None
+
+
+_EPOLLIN = 0x001

@@ -1,0 +1,1230 @@
+"""One guest TCP flow as an RFC 9293 state machine, sans-IO.
+
+Theory of operation
+-------------------
+We are the *remote end* the guest talks to. A ``TcpConnection`` knows sequence numbers, flags,
+windows, payload bytes and ``now`` (seconds, passed in); it knows nothing of frames, addresses,
+sockets or clocks. The stack turns frames into ``on_segment`` calls and ``Segment`` values back
+into frames; the shell turns host-socket events into ``host_*`` calls and carries out what the
+connection exposes (``to_host``, ``shutdown_host``, ``reset``, ``timed_out``).
+
+Two ways in:
+
+* **Passive** (``accept``, the forwarder, ARCHITECTURE principle 5): built from the guest's SYN
+  while the shell connects a host socket. Nothing goes to the guest until the shell reports:
+  ``host_connected`` -> SYN|ACK; ``host_refused`` -> RST|ACK (seq 0, ack irs+1, window 0);
+  ``host_failed`` -> CLOSED and silent (the stack sends ICMP unreachable instead); no answer
+  within ``CONNECT_TIMEOUT`` -> RST|ACK. The state meanwhile is SYN_RECEIVED with ``connecting``
+  true; retransmitted SYNs are ignored then, and once our SYN|ACK is out they make us resend it.
+* **Active** (``connect``, port forwards): SYN_SENT, our SYN offers MSS and window scale;
+  RST|ACK sets ``refused``; unanswered SYNs are retried ``SYN_RETRIES`` times with back-off.
+
+Batching (the hot path). ``on_segment`` never returns segments: it updates the state and notes
+what is owed (an ACK, a duplicate ACK, a SYN|ACK, an RST). The stack calls ``flush(now)`` once
+per batch of frames (and after host events and ``on_timer``); ``flush`` returns everything due:
+control segments (RSTs), up to three duplicate ACKs for out-of-order arrivals, the data the
+guest's window allows (each data segment carries the cumulative ACK, the last one PSH, the
+FIN piggy-backed when it fits), and a pure ACK only if something is owed and no data segment
+carried it. So a batch of 40 guest segments costs one ACK, and challenge ACKs are throttled to
+one per flush (RFC 5961 §7). The common ``on_segment`` case (ESTABLISHED, in order, ACK or
+data) is a few comparisons, one ``bytes()`` copy and an append (~0.4 µs for 1448 bytes).
+
+Receiving (guest -> host). In-order text is appended to ``to_host`` (a deque of bytes) and
+counted in ``to_host_bytes``; the shell pops chunks, writes them to the host socket and reports
+``host_consumed(n)``; bytes it popped but has not reported still count (chunks still in the
+deque may grow: payloads under ``COALESCE_BELOW`` bytes join a small last chunk, so a flood of
+tiny segments cannot cost an object per byte). The advertised window is
+``rcv_buffer - to_host_bytes`` (RFC 9293 §3.8.6.2.2 receiver SWS avoidance: the right edge only
+moves by at least min(rcv_buffer/2, MSS)), scaled by our shift. Out-of-order segments are *kept*
+(a bounded reassembly list, at most ``OOO_MAX_SEGMENTS`` pieces, all inside the advertised
+window) because without SACK a dropped segment costs the guest a retransmission per lost
+segment per round trip; every such arrival still owes an immediate duplicate ACK (RFC 5681
+§4.2). The out-of-order bytes are not subtracted from the window (the brief's formula did):
+they lie inside ``[rcv_nxt, rcv_adv)`` already, so ``to_host_bytes + (rcv_adv - rcv_nxt) <=
+rcv_buffer`` bounds the memory of both, and subtracting them again would collapse the window
+exactly when the guest is recovering from a loss. ``rcv_adv`` is the highest right edge ever
+advertised; we never move it back (RFC 9293 §3.8.6.2.2) and accept data up to it even when
+rounding to our scale made the last window field look smaller (RFC 7323 §2.4). The guest's
+FIN sets ``shutdown_host``: every byte before it is already in ``to_host``, so the shell writes
+those and then shuts down its write side.
+
+Sending (host -> guest). ``host_data`` (returning how many bytes it took, never more than
+``send_space()``) appends to a bytearray retransmit buffer that starts at
+``snd_una`` (acknowledged bytes are deleted from the front, which CPython does in O(1) by
+moving the start pointer) and never exceeds ``snd_buffer``; ``send_space()`` says how much more
+fits. ``flush`` sends from ``snd_nxt`` up to ``snd_una + snd_wnd`` in segments of at most
+``max_segment`` bytes: the stack passes ~64 KB when the tap does GSO (and uses ``send_mss`` as
+gso_size), or the MSS when it does not, and then the guest's MSS bounds segments too. Payloads
+are copied out (``bytes``): a live view would pin the bytearray and block its resizing. Sender
+SWS avoidance (RFC 9293 §3.8.6.2.1): when the window, not the data, is the limit we send whole
+MSS multiples, or at least half the largest window the guest offered; otherwise we wait and the
+persist timer forces what fits. A zero window with data queued arms the same timer, which sends
+1-byte probes with back-off (RFC 9293 §3.8.6.1); probes the guest answers with a zero window
+never make us give up (RFC 9293 §3.8.6.1, RFC 1122 §4.2.2.17).
+
+Retransmission: RFC 6298 estimator with Karn's rule (only never-retransmitted data is timed),
+RTO = max(0.2 s, srtt + 4 rttvar) (Linux's 200 ms floor, not RFC 6298's 1 s: the tap is
+local), initially 1 s, doubled per timeout up to 60 s; after ``MAX_RETRANSMITS`` timeouts
+without progress we send RST, close and set ``timed_out``. A timeout resends go-back-N from
+``snd_una``. Three duplicate ACKs trigger a fast retransmit of one segment (RFC 5681 §3.2) and a
+NewReno-style recovery that resends the next hole on each partial ACK (RFC 6582 §3.2). There is
+no congestion window: the only path is a local tap and the guest's receive window already
+paces us; a cwnd would only add per-ACK work.
+
+Options: MSS always; window scale (RFC 7323) only if the guest's SYN carried it (and always in
+our own active SYN); neither side's shift applies to SYN segments. No SACK (RFC 2018) and no
+timestamps (RFC 7323 §3): on a local link losses are rare and reordering absent, so SACK's
+scoreboard and the 12 bytes of timestamps on every segment would cost more per segment in
+Python than they save; both need per-segment option parsing we avoid on the hot path. PAWS is
+not needed either: at our speeds the 2^32 sequence space does not wrap within a segment's life
+on a local link.
+
+Closing: guest FIN -> CLOSE_WAIT and ``shutdown_host``; ``host_eof`` -> FIN after the queue
+drains (FIN_WAIT_1 or LAST_ACK at once, RFC 9293 §3.10.4); simultaneous close via CLOSING.
+Half-closed connections keep carrying data the other way. FIN_WAIT_2 ends after
+``FIN_WAIT_2_TIMEOUT`` of guest silence (restarted by every guest segment, as BSD and libslirp's
+idle rule: a half-close that still carries data must not be cut), with an RST, like Linux.
+TIME_WAIT lasts 2*MSL with MSL = 15 s: the guest is on the same machine and its segments do not
+linger in a network, and a busy guest must not pile up thousands of them; a new SYN in
+TIME_WAIT closes us at once with ``reopen`` set so the stack can start the new incarnation
+(RFC 1122 §4.2.2.13). A guest RST in any state closes with ``reset`` (shell: close the host
+socket with SO_LINGER 0); ``host_reset`` sends RST|ACK to the guest in every synchronized state.
+After ``closed`` the stack forgets the flow; segments for unknown flows get ``reset_for``.
+
+Every input in every state is handled: nothing is raised for any combination of state, flags,
+sequence and acknowledgment numbers, window or payload; anything raised is a bug.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from typing import NamedTuple
+
+from pyslirp4netns.wire.codec import Buffer
+from pyslirp4netns.wire.tcp import ACK, FIN, MAX_WINDOW_SCALE, PSH, RST, SYN, TcpOptions
+from pyslirp4netns.wire.tcp import encode_options as _encode_options
+
+# -- sequence space (RFC 9293 §3.4: arithmetic modulo 2**32) ----------------------------------
+MASK = 0xFFFFFFFF
+HALF = 0x80000000
+
+
+def seq_add(a: int, n: int) -> int:
+    return (a + n) & MASK
+
+
+def seq_diff(a: int, b: int) -> int:
+    """a - b as a signed distance in sequence space."""
+    return ((a - b + HALF) & MASK) - HALF
+
+
+def seq_lt(a: int, b: int) -> bool:
+    return 0 < (b - a) & MASK < HALF
+
+
+def seq_le(a: int, b: int) -> bool:
+    return (b - a) & MASK < HALF
+
+
+def seq_gt(a: int, b: int) -> bool:
+    return 0 < (a - b) & MASK < HALF
+
+
+def seq_ge(a: int, b: int) -> bool:
+    return (a - b) & MASK < HALF
+
+
+# -- timers and limits -------------------------------------------------------------------------
+RTO_INITIAL = 1.0  # RFC 6298 §2.1
+RTO_MIN = 0.2  # Linux's floor (TCP_RTO_MIN); RFC 6298 §2.4 says 1 s, too slow for a local tap
+RTO_MAX = 60.0  # RFC 6298 §2.5 allows a maximum of at least 60 s
+MAX_RETRANSMITS = 15  # Linux tcp_retries2: RFC 9293 §3.8.3 R2 threshold
+SYN_RETRIES = 5  # Linux tcp_synack_retries; also used for our active SYN
+CONNECT_TIMEOUT = 75.0  # pending host connect (BSD's connection-establishment timer)
+FIN_WAIT_2_TIMEOUT = 60.0  # of guest silence in FIN_WAIT_2 (Linux tcp_fin_timeout)
+MSL = 15.0  # see the module docstring: local guest, no lingering segments
+TIME_WAIT_TIMEOUT = 2 * MSL  # RFC 9293 §3.4.2
+DEFAULT_MSS = 536  # RFC 9293 §3.7.1: when the SYN carries no MSS option
+MIN_PEER_MSS = 48  # Linux's tcp_min_snd_mss: a tiny MSS must not turn us into a packet storm
+DUPACK_THRESHOLD = 3  # RFC 5681 §3.2
+OOO_MAX_SEGMENTS = 256  # reassembly pieces kept (bytes are bounded by the window anyway)
+COALESCE_BELOW = 512  # to_host: payloads this small join a small last chunk (see on_segment)
+MAX_CONTROL = 8  # RSTs queued for one flush; more in one batch are dropped
+MAX_WINDOW = 0xFFFF << MAX_WINDOW_SCALE  # RFC 7323 §2.3: the largest window a shift of 14 reaches
+
+
+class TcpState(enum.Enum):
+    """RFC 9293 §3.3.2 (no LISTEN: a passive connection starts from the guest's SYN)."""
+
+    SYN_SENT = "SYN-SENT"
+    SYN_RECEIVED = "SYN-RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN-WAIT-1"
+    FIN_WAIT_2 = "FIN-WAIT-2"
+    CLOSING = "CLOSING"
+    TIME_WAIT = "TIME-WAIT"
+    CLOSE_WAIT = "CLOSE-WAIT"
+    LAST_ACK = "LAST-ACK"
+    CLOSED = "CLOSED"
+
+
+_SYN_SENT = TcpState.SYN_SENT
+_SYN_RECEIVED = TcpState.SYN_RECEIVED
+_ESTABLISHED = TcpState.ESTABLISHED
+_FIN_WAIT_1 = TcpState.FIN_WAIT_1
+_FIN_WAIT_2 = TcpState.FIN_WAIT_2
+_CLOSING = TcpState.CLOSING
+_TIME_WAIT = TcpState.TIME_WAIT
+_CLOSE_WAIT = TcpState.CLOSE_WAIT
+_LAST_ACK = TcpState.LAST_ACK
+_CLOSED = TcpState.CLOSED
+
+# RFC 9293 §3.3.2, Figure 5: every state change this module makes is one of these edges (one
+# input may take several in a row, e.g. SYN-RECEIVED -> ESTABLISHED -> CLOSE-WAIT on ACK+FIN).
+# Any state may also go to CLOSED (RST, abort, timeout), which the figure leaves implicit.
+TRANSITIONS: dict[TcpState, frozenset[TcpState]] = {
+    _SYN_SENT: frozenset({_SYN_RECEIVED, _ESTABLISHED, _CLOSED}),
+    _SYN_RECEIVED: frozenset({_ESTABLISHED, _FIN_WAIT_1, _CLOSED}),
+    _ESTABLISHED: frozenset({_FIN_WAIT_1, _CLOSE_WAIT, _CLOSED}),
+    _FIN_WAIT_1: frozenset({_FIN_WAIT_2, _CLOSING, _TIME_WAIT, _CLOSED}),
+    _FIN_WAIT_2: frozenset({_TIME_WAIT, _CLOSED}),
+    _CLOSING: frozenset({_TIME_WAIT, _CLOSED}),
+    _TIME_WAIT: frozenset({_CLOSED}),
+    _CLOSE_WAIT: frozenset({_LAST_ACK, _CLOSED}),
+    _LAST_ACK: frozenset({_CLOSED}),
+    _CLOSED: frozenset(),
+}
+
+_RECEIVING = frozenset({_ESTABLISHED, _FIN_WAIT_1, _FIN_WAIT_2})  # guest text still accepted
+_QUEUEING = frozenset({_SYN_SENT, _SYN_RECEIVED, _ESTABLISHED, _CLOSE_WAIT})  # host_data taken
+_CTL = SYN | RST | FIN | ACK
+
+
+class Segment(NamedTuple):
+    """One segment (or one GSO burst) for the stack to frame and send to the guest."""
+
+    seq: int
+    ack: int
+    flags: int
+    window: int  # the 16-bit header field, already scaled
+    options: bytes  # raw, a multiple of 4 bytes
+    payload: bytes
+
+
+def reset_for(seq: int, ack: int, flags: int, length: int) -> Segment | None:
+    """The RST answering a segment of a flow we have no connection for (RFC 9293 §3.10.7.1).
+
+    ``length`` is the payload length; an RST is never answered.
+    """
+    if flags & RST:
+        return None
+    if flags & ACK:
+        return Segment(ack, 0, RST, 0, b"", b"")
+    seg_len = length + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+    return Segment(0, (seq + seg_len) & MASK, RST | ACK, 0, b"", b"")
+
+
+def _shift_for(buffer: int) -> int:
+    """The smallest window-scale shift that lets ``buffer`` be advertised (RFC 7323 §2.3)."""
+    shift = 0
+    while (buffer >> shift) > 0xFFFF and shift < MAX_WINDOW_SCALE:
+        shift += 1
+    return shift
+
+
+class TcpConnection:
+    """One guest TCP flow; build it with ``accept`` (guest SYN) or ``connect`` (our SYN)."""
+
+    __slots__ = (
+        "state",
+        "connecting",
+        "iss",
+        "irs",
+        "snd_una",
+        "snd_nxt",
+        "snd_max",
+        "snd_wnd",
+        "snd_wl1",
+        "snd_wl2",
+        "rcv_nxt",
+        "rcv_adv",
+        "mss",
+        "max_segment",
+        "peer_mss",
+        "send_mss",
+        "rcv_buffer",
+        "snd_buffer",
+        "snd_wscale",
+        "rcv_wscale",
+        "to_host",
+        "to_host_bytes",
+        "shutdown_host",
+        "reset",
+        "refused",
+        "timed_out",
+        "reopen",
+        "srtt",
+        "rttvar",
+        "rto",
+        "_max_payload",
+        "_max_snd_wnd",
+        "_sws",
+        "_syn_options",
+        "_sack_ok",
+        "_ooo_last",
+        "_sndbuf",
+        "_snd_base",
+        "_fin_queued",
+        "_ooo",
+        "_ooo_bytes",
+        "_ooo_fin",
+        "_ctl",
+        "_ack_owed",
+        "_dup_owed",
+        "_syn_owed",
+        "_rexmit_owed",
+        "_force",
+        "_dupacks",
+        "_recover",
+        "_retries",
+        "_backoff",
+        "_rtt_seq",
+        "_rtt_time",
+        "_rto_deadline",
+        "_timer",
+    )
+
+    def __init__(
+        self, *, iss: int, mss: int, max_segment: int, rcv_buffer: int, snd_buffer: int
+    ) -> None:
+        """Common fields; use ``accept`` or ``connect``."""
+        iss &= MASK
+        self.state = _CLOSED
+        self.connecting = False  # passive: waiting for the host connect (nothing sent yet)
+        self.iss = iss
+        self.irs = 0
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_max = iss  # highest sequence sent: snd_nxt moves back on go-back-N
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0  # the highest right edge we ever advertised
+        self.mss = max(1, mss)
+        self.max_segment = max(1, max_segment)
+        self.peer_mss = DEFAULT_MSS
+        self.send_mss = min(self.mss, DEFAULT_MSS)  # Eff.snd.MSS, RFC 9293 §3.7.1
+        self.rcv_buffer = max(0, min(rcv_buffer, MAX_WINDOW))
+        self.snd_buffer = max(0, snd_buffer)
+        self.snd_wscale = 0  # the guest's shift, applied to windows it sends (RFC 7323 §2.3)
+        self.rcv_wscale = 0  # our shift, applied to windows we send
+        self.to_host: deque[bytes] = deque()
+        self.to_host_bytes = 0
+        self.shutdown_host = False
+        self.reset = False
+        self.refused = False
+        self.timed_out = False
+        self.reopen = False
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = RTO_INITIAL
+        self._max_payload = self.send_mss
+        self._max_snd_wnd = 0
+        self._sws = max(1, min(self.rcv_buffer // 2, self.mss))  # RFC 9293 §3.8.6.2.2
+        self._syn_options = b""
+        self._sack_ok = False  # RFC 2018: the guest allowed SACK blocks in our ACKs
+        self._ooo_last = 0  # sequence number of the latest out-of-order arrival
+        self._sndbuf = bytearray()
+        self._snd_base = (iss + 1) & MASK  # sequence number of _sndbuf[0]
+        self._fin_queued = False
+        self._ooo: list[tuple[int, bytes]] = []  # (seq, text), sorted, disjoint, in the window
+        self._ooo_bytes = 0
+        self._ooo_fin: int | None = None
+        self._ctl: list[Segment] = []
+        self._ack_owed = False
+        self._dup_owed = 0
+        self._syn_owed = False
+        self._rexmit_owed = False
+        self._force = False
+        self._dupacks = 0
+        self._recover: int | None = None
+        self._retries = 0
+        self._backoff = 0
+        self._rtt_seq: int | None = None
+        self._rtt_time = 0.0
+        self._rto_deadline: float | None = None
+        self._timer: float | None = None  # connect, FIN-WAIT-2 or TIME-WAIT deadline
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    def accept(
+        cls,
+        *,
+        irs: int,
+        peer_window: int,
+        options: TcpOptions,
+        iss: int,
+        now: float,
+        mss: int,
+        max_segment: int,
+        rcv_buffer: int,
+        snd_buffer: int,
+    ) -> TcpConnection:
+        """A passive connection from the guest's SYN; send nothing until ``host_connected``."""
+        c = cls(
+            iss=iss, mss=mss, max_segment=max_segment, rcv_buffer=rcv_buffer, snd_buffer=snd_buffer
+        )
+        c.state = _SYN_RECEIVED
+        c.connecting = True
+        c.irs = irs & MASK
+        c.rcv_nxt = c.rcv_adv = (irs + 1) & MASK
+        # RFC 7323 §2.2: offer window scaling only if the guest's SYN did.
+        c.rcv_wscale = _shift_for(c.rcv_buffer) if options.window_scale is not None else 0
+        c._peer_syn(options)
+        c.snd_wnd = c._max_snd_wnd = peer_window  # RFC 7323 §2.2: a SYN's window is not scaled
+        c.snd_wl1 = c.irs
+        c.snd_wl2 = c.iss
+        c._timer = now + CONNECT_TIMEOUT
+        return c
+
+    @classmethod
+    def connect(
+        cls,
+        *,
+        iss: int,
+        now: float,
+        mss: int,
+        max_segment: int,
+        rcv_buffer: int,
+        snd_buffer: int,
+    ) -> TcpConnection:
+        """An active open toward the guest: SYN_SENT, the SYN goes out at the next flush."""
+        c = cls(
+            iss=iss, mss=mss, max_segment=max_segment, rcv_buffer=rcv_buffer, snd_buffer=snd_buffer
+        )
+        c.state = _SYN_SENT
+        c.rcv_wscale = _shift_for(c.rcv_buffer)  # offered; dropped if the guest does not agree
+        c._syn_options = _encode_options(mss=c.mss, window_scale=c.rcv_wscale, sack_permitted=True)
+        c._syn_owed = True  # SND.NXT becomes ISS+1 when the SYN goes out (RFC 9293 §3.10.1)
+        return c
+
+    def _peer_syn(self, options: TcpOptions) -> None:
+        """Take MSS and window scale from the guest's SYN or SYN|ACK (RFC 9293 §3.7.1, 7323)."""
+        peer_mss = options.mss if options.mss is not None else DEFAULT_MSS
+        self.peer_mss = max(peer_mss, MIN_PEER_MSS)
+        self.send_mss = min(self.mss, self.peer_mss)
+        # Without GSO a segment is one frame: the guest's MSS bounds it. With GSO the stack
+        # cuts our bursts into send_mss pieces, so only max_segment bounds the burst.
+        self._max_payload = (
+            min(self.max_segment, self.send_mss)
+            if self.max_segment <= self.mss
+            else self.max_segment
+        )
+        if options.window_scale is not None:
+            self.snd_wscale = min(options.window_scale, MAX_WINDOW_SCALE)
+        else:
+            self.snd_wscale = self.rcv_wscale = 0  # RFC 7323 §2.2: both sides scale or neither
+        # Our SYN|ACK (passive or simultaneous open) offers scaling only if the guest did.
+        ws = self.rcv_wscale if options.window_scale is not None else None
+        self._sack_ok = options.sack_permitted  # RFC 2018 §2: only if the SYN allowed it
+        self._syn_options = _encode_options(
+            mss=self.mss, window_scale=ws, sack_permitted=options.sack_permitted
+        )
+
+    # -- facts from the guest ----------------------------------------------------------------
+    def on_segment(
+        self,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        payload: Buffer,
+        now: float,
+        options: TcpOptions | None = None,
+    ) -> None:
+        """A segment from the guest (``payload`` may be a reused view: it is copied if kept)."""
+        # Fast path: ESTABLISHED, in order, no SYN/RST/FIN, fits the window, no reassembly.
+        # Everything else takes the full RFC 9293 §3.10.7.4 walk in _segment.
+        if (
+            self.state is _ESTABLISHED
+            and seq == self.rcv_nxt
+            and flags & _CTL == ACK
+            and not self._ooo
+            and len(payload) <= ((self.rcv_adv - seq) & MASK)
+        ):
+            n = len(payload)
+            if ack != self.snd_una or self.snd_max != ack or self._rto_deadline is not None:
+                if not self._on_ack(seq, ack, window, n, flags, now):
+                    return
+            elif self.snd_wl1 != seq or self.snd_wl2 != ack or window != self._last_window():
+                # RFC 9293 §3.10.7.4 window update: SND.WL1 < SEG.SEQ, or equal and
+                # SND.WL2 =< SEG.ACK (here SEG.ACK = SND.UNA = SND.WL2 or newer).
+                if seq_gt(seq, self.snd_wl1) or (seq == self.snd_wl1 and seq_le(self.snd_wl2, ack)):
+                    self._set_window(seq, ack, window << self.snd_wscale)
+            if n:
+                to_host = self.to_host
+                if n < COALESCE_BELOW and to_host and len(to_host[-1]) < COALESCE_BELOW:
+                    to_host[-1] += payload  # tiny segments: bound the per-chunk overhead
+                else:
+                    to_host.append(bytes(payload))
+                self.to_host_bytes += n
+                self.rcv_nxt = (seq + n) & MASK
+                self._ack_owed = True
+            return
+        self._segment(seq, ack, flags, window, payload, now, options)
+
+    def _last_window(self) -> int:
+        """The guest's last window field, as it sent it (for the fast path's no-change test)."""
+        return self.snd_wnd >> self.snd_wscale
+
+    def _segment(
+        self,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        payload: Buffer,
+        now: float,
+        options: TcpOptions | None,
+    ) -> None:
+        """RFC 9293 §3.10.7.3 (SYN-SENT) and §3.10.7.4 (all other states), in order."""
+        st = self.state
+        if st is _CLOSED:
+            return  # forgotten soon: the stack answers unknown flows (reset_for)
+        if st is _SYN_SENT:
+            self._syn_sent(seq, ack, flags, window, payload, now, options)
+            return
+        if self.connecting:
+            # ARCHITECTURE principle 5: nothing goes to the guest before the host answers.
+            # Retransmitted SYNs are dropped; an exact RST (RFC 5961 §3.2) abandons the connect.
+            if flags & RST and seq == self.rcv_nxt:
+                self._guest_reset()
+            return
+        if st is _TIME_WAIT and flags & (SYN | ACK | RST) == SYN and seq_gt(seq, self.rcv_nxt):
+            # RFC 1122 §4.2.2.13 / RFC 6191: a new SYN may reopen from TIME-WAIT: end this
+            # incarnation now; the stack sees ``reopen`` and builds a new connection from it.
+            self.reopen = True
+            self._close(abort=False)
+            return
+        if st is _SYN_RECEIVED and flags & (SYN | ACK | RST) == SYN and seq == self.irs:
+            self._syn_owed = True  # the guest lost our SYN|ACK: resend it (as Linux does)
+            self._rtt_seq = None  # Karn: the SYN|ACK is ambiguous now (RFC 6298 §3)
+            return
+
+        rcv_nxt = self.rcv_nxt
+        n = len(payload)
+        seg_len = n + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        wnd = (self.rcv_adv - rcv_nxt) & MASK
+        if wnd >= HALF:
+            wnd = 0
+        off = (seq - rcv_nxt) & MASK
+        # First: RFC 9293 §3.10.7.4 sequence acceptability, the four cases of its table.
+        if seg_len == 0:
+            ok = off == 0 if wnd == 0 else off < wnd
+        elif wnd == 0:
+            ok = False
+        else:
+            ok = off < wnd or ((off + seg_len - 1) & MASK) < wnd
+        probe = False
+        if not ok:
+            if wnd == 0 and off == 0 and not flags & SYN:
+                # RFC 9293 §3.10.7.4: with RCV.WND zero, still process valid ACKs and RSTs
+                # (the guest's zero-window probe); the text itself is dropped below.
+                probe = True
+            else:
+                if not flags & RST:
+                    self._ack_owed = True  # "send an acknowledgment ... and drop"
+                    if st is _TIME_WAIT and flags & FIN:
+                        self._timer = now + TIME_WAIT_TIMEOUT  # restart the 2 MSL wait
+                return
+        if st is _FIN_WAIT_2:
+            self._timer = now + FIN_WAIT_2_TIMEOUT  # the guest is alive: idle timer restarts
+        # Second: RST. RFC 5961 §3.2: exact RCV.NXT resets, elsewhere in window -> challenge.
+        if flags & RST:
+            if off == 0:
+                self._guest_reset()
+            else:
+                self._ack_owed = True
+            return
+        # Fourth: SYN in a synchronized state -> challenge ACK (RFC 5961 §4.2, RFC 9293).
+        # For SYN-RECEIVED RFC 9293 would return to LISTEN; we have no listener (the host
+        # socket is connected already), so the guest's reply to the challenge resets us.
+        if flags & SYN:
+            self._ack_owed = True
+            return
+        # Fifth: the ACK field. Without ACK, drop.
+        if not flags & ACK:
+            return
+        if st is _SYN_RECEIVED:
+            d = (ack - self.snd_una) & MASK
+            if d == 0 or d > ((self.snd_max - self.snd_una) & MASK):
+                # RFC 9293 §3.10.7.4 SYN-RECEIVED: unacceptable ACK -> <SEQ=SEG.ACK><CTL=RST>
+                self._control(Segment(ack, 0, RST, 0, b"", b""))
+                return
+            self._set_window(seq, ack, window << self.snd_wscale)
+            self._acked(ack, now)
+            self._established()
+            st = self.state
+        else:
+            if not self._on_ack(seq, ack, window, n, flags, now):
+                return
+            st = self.state
+            if st is _CLOSED:
+                return
+        # Sixth: URG. Ignored entirely: urgent data is ordinary inline text (SO_OOBINLINE, as
+        # slirp4netns sets on host sockets) and the urgent pointer is never trusted.
+        # Seventh: segment text; eighth: FIN.
+        if probe:
+            self._ack_owed = True
+            return
+        if st in _RECEIVING:
+            self._text(seq, off, payload, flags & FIN, wnd, now)
+        elif n or flags & FIN:
+            # CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: the guest's FIN came already; ignore
+            # the text (RFC 9293 §3.10.7.4 seventh) but acknowledge, and restart TIME-WAIT.
+            self._ack_owed = True
+            if st is _TIME_WAIT and flags & FIN:
+                self._timer = now + TIME_WAIT_TIMEOUT
+
+    def _syn_sent(
+        self,
+        seq: int,
+        ack: int,
+        flags: int,
+        window: int,
+        payload: Buffer,
+        now: float,
+        options: TcpOptions | None,
+    ) -> None:
+        """RFC 9293 §3.10.7.3, SYN-SENT."""
+        if flags & ACK and ack != self.snd_max:
+            # First: an ACK that does not acknowledge our SYN (ack =< ISS or > SND.NXT).
+            if not flags & RST:
+                self._control(Segment(ack, 0, RST, 0, b"", b""))
+            return
+        if flags & RST:
+            # Second: RST is acceptable only with an acceptable ACK (RFC 5961 §3.2 for
+            # SYN-SENT); then "connection reset": the guest refused.
+            if flags & ACK:
+                self.refused = True
+                self._close(abort=True)
+            return
+        if not flags & SYN:
+            return  # fifth: neither SYN nor RST
+        # Fourth: SYN.
+        self.irs = seq
+        self.rcv_nxt = (seq + 1) & MASK
+        self.rcv_adv = (self.rcv_nxt + min(self.rcv_buffer, 0xFFFF)) & MASK  # our SYN's window
+        self.snd_wnd = self._max_snd_wnd = window  # RFC 7323 §2.2: not scaled on a SYN
+        self.snd_wl1 = seq
+        self.snd_wl2 = ack
+        self._peer_syn(options if options is not None else TcpOptions())
+        if flags & ACK:
+            self._acked(ack, now)
+            self._established()
+            self._ack_owed = True
+            if len(payload) or flags & FIN:
+                # "If there are other controls or text in the segment, then continue
+                # processing at the sixth step": text and FIN.
+                self._text((seq + 1) & MASK, 0, payload, flags & FIN, self._rcv_wnd(), now)
+        else:
+            # Simultaneous open: SYN-RECEIVED, resend our SYN as SYN|ACK.
+            self.state = _SYN_RECEIVED
+            self._syn_owed = True
+
+    def _rcv_wnd(self) -> int:
+        wnd = (self.rcv_adv - self.rcv_nxt) & MASK
+        return 0 if wnd >= HALF else wnd
+
+    def _established(self) -> None:
+        self.state = _ESTABLISHED
+        self._syn_owed = False
+        if self._fin_queued:
+            self.state = _FIN_WAIT_1  # RFC 9293 §3.10.4: a CLOSE queued in SYN-RECEIVED
+
+    def _set_window(self, seq: int, ack: int, wnd: int) -> None:
+        self.snd_wnd = wnd
+        self.snd_wl1 = seq
+        self.snd_wl2 = ack
+        if wnd > self._max_snd_wnd:
+            self._max_snd_wnd = wnd
+
+    def _on_ack(self, seq: int, ack: int, window: int, n: int, flags: int, now: float) -> bool:
+        """RFC 9293 §3.10.7.4 fifth check, synchronized states. False: drop the segment."""
+        una = self.snd_una
+        d = (ack - una) & MASK
+        out = (self.snd_max - una) & MASK
+        if d > out:
+            if d < HALF:
+                self._ack_owed = True  # acknowledges something not yet sent: ACK and drop
+                return False
+            return True  # older than SND.UNA: a duplicate, ignore the field
+        wnd = window << self.snd_wscale
+        if d:
+            self._acked(ack, now)
+        elif out and not n and not flags & (SYN | FIN) and wnd and wnd == self.snd_wnd:
+            # RFC 5681 §2 duplicate ACK (never at a zero window: nothing could be resent).
+            self._dupacks += 1
+            if self._dupacks == DUPACK_THRESHOLD and self._recover is None:
+                # RFC 5681 §3.2 fast retransmit; RFC 6582 §3.2 recovery point.
+                self._rexmit_owed = True
+                self._recover = self.snd_max
+                self._rtt_seq = None  # Karn (RFC 6298 §3)
+        elif wnd == 0 and (out or self._unsent()):
+            self._retries = 0  # a zero-window probe was answered: never give up (§3.8.6.1)
+        # RFC 9293 §3.10.7.4: update the window if SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ
+        # and SND.WL2 =< SEG.ACK).
+        wl1 = self.snd_wl1
+        if seq_gt(seq, wl1) or (seq == wl1 and seq_le(self.snd_wl2, ack)):
+            if wnd and not self.snd_wnd:
+                # The window opened: probing is over; the next send restarts the timer at the
+                # plain RTO instead of a backed-off persist interval.
+                self._backoff = 0
+                self._rto_deadline = None
+            self._set_window(seq, ack, wnd)
+        return True
+
+    def _acked(self, ack: int, now: float) -> None:
+        """SND.UNA advances to ``ack`` (RFC 9293 §3.10.7.4 fifth check)."""
+        base = self._snd_base
+        k = (ack - base) & MASK
+        if 0 < k < HALF:
+            buf = self._sndbuf
+            if k > len(buf):
+                k = len(buf)  # the rest acknowledges our SYN or FIN, not bytes
+            del buf[:k]  # acknowledged bytes leave the retransmission queue
+            self._snd_base = (base + k) & MASK
+        self.snd_una = ack
+        if seq_lt(self.snd_nxt, ack):
+            self.snd_nxt = ack  # after go-back-N the guest may ack beyond snd_nxt
+        rtt_seq = self._rtt_seq
+        if rtt_seq is not None and seq_ge(ack, rtt_seq):
+            self._rtt_seq = None
+            self._rtt_sample(now - self._rtt_time)
+        self._retries = 0
+        self._backoff = 0
+        self._dupacks = 0
+        # RFC 6298 §5.2 (all acknowledged: stop) and §5.3 (new data acknowledged: restart).
+        self._rto_deadline = None if ack == self.snd_max else now + self._timeout()
+        recover = self._recover
+        if recover is not None:
+            if seq_ge(ack, recover):
+                self._recover = None
+            else:
+                self._rexmit_owed = True  # RFC 6582 §3.2: partial ACK, resend the next hole
+        if self._fin_queued and not self._sndbuf and ack == (self._snd_base + 1) & MASK:
+            st = self.state
+            # Our FIN is acknowledged (RFC 9293 §3.10.7.4 fifth check, per state).
+            if st is _FIN_WAIT_1:
+                self.state = _FIN_WAIT_2
+                self._timer = now + FIN_WAIT_2_TIMEOUT
+            elif st is _CLOSING:
+                self._enter_time_wait(now)
+            elif st is _LAST_ACK:
+                self._close(abort=False)
+
+    def _rtt_sample(self, r: float) -> None:
+        """RFC 6298 §2.2-2.3 (alpha 1/8, beta 1/4, K 4; G taken as 0 on a float clock)."""
+        if r < 0:
+            return
+        srtt = self.srtt
+        if srtt is None:
+            srtt = r
+            self.rttvar = r / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(srtt - r)
+            srtt = 0.875 * srtt + 0.125 * r
+        self.srtt = srtt
+        self.rto = min(RTO_MAX, max(RTO_MIN, srtt + 4 * self.rttvar))
+
+    def _timeout(self) -> float:
+        """The current RTO with exponential back-off (RFC 6298 §5.5), at most RTO_MAX."""
+        return min(RTO_MAX, self.rto * (1 << self._backoff))
+
+    def _text(self, seq: int, off: int, payload: Buffer, fin: int, wnd: int, now: float) -> None:
+        """Seventh and eighth checks: text into to_host in order, then FIN."""
+        n = len(payload)
+        start = 0
+        if off >= HALF:  # starts before RCV.NXT: drop the part we have (RFC 9293 §3.10.7.4)
+            start = (-off) & MASK
+            if start > n:
+                start = n
+            off = 0
+        end = n
+        # Trim text beyond the window, and a FIN past it; a FIN right at the edge is kept.
+        if off + end - start > wnd:
+            end = start + max(0, wnd - off)
+            fin = 0
+        if end > start or fin:
+            self._ack_owed = True
+        if off == 0:
+            if end > start:
+                self._dup_owed = 0  # a filled hole: the cumulative ACK replaces duplicates
+                data = bytes(payload) if start == 0 and end == n else bytes(payload[start:end])
+                to_host = self.to_host
+                if len(data) < COALESCE_BELOW and to_host and len(to_host[-1]) < COALESCE_BELOW:
+                    to_host[-1] += data
+                else:
+                    to_host.append(data)
+                self.to_host_bytes += end - start
+                self.rcv_nxt = (self.rcv_nxt + end - start) & MASK
+                if self._ooo and not fin:
+                    self._drain_ooo()
+            if fin or self._ooo_fin == self.rcv_nxt:
+                self._guest_fin(now)
+        else:
+            # Out of order (RFC 9293 §3.10.7.4 "held for later processing"): keep it and owe
+            # an immediate duplicate ACK (RFC 5681 §4.2), one per arrival.
+            if end > start:
+                self._ooo_insert(seq, bytes(payload[start:end]), off)
+            if fin and self._ooo_fin is None:
+                self._ooo_fin = (seq + n) & MASK
+            if self._dup_owed < DUPACK_THRESHOLD:
+                self._dup_owed += 1
+
+    def _ooo_insert(self, seq: int, data: bytes, off: int) -> None:
+        """Add ``data`` (``off`` bytes past RCV.NXT, inside the window) to the reassembly list."""
+        base = self.rcv_nxt
+        pieces: list[tuple[int, int, bytes]] = []  # (offset, seq, text)
+        pos = off
+        end = off + len(data)
+        for s, d in self._ooo:
+            es = (s - base) & MASK
+            if pos < end and es > pos:  # a gap before this piece: fill it with our bytes
+                cut = min(es, end)
+                pieces.append((pos, (base + pos) & MASK, data[pos - off : cut - off]))
+            pieces.append((es, s, d))
+            if es + len(d) > pos:
+                pos = es + len(d)
+        if pos < end:
+            pieces.append((pos, (base + pos) & MASK, data[pos - off :]))
+        if len(pieces) > OOO_MAX_SEGMENTS:
+            return  # bounded: drop the new text, the guest will resend it
+        self._ooo_last = seq
+        pieces.sort(key=lambda p: p[0])
+        self._ooo = [(s, d) for _, s, d in pieces]
+        self._ooo_bytes = sum(len(d) for _, _, d in pieces)
+
+    def _sack_blocks(self) -> bytes:
+        """SACK option for what we hold beyond a hole (RFC 2018 §3-4): the block with the
+        latest arrival first, then the others, at most 4 (no timestamps share the space).
+
+        Why SACK after all: the guest sends TSO bursts, so one lost burst gives us too few
+        arrivals for three duplicate ACKs, and without SACK every hole would cost the guest a
+        retransmission timeout. Only ACKs sent while data is held out of order carry it."""
+        if not self._sack_ok or not self._ooo:
+            return b""
+        blocks: list[tuple[int, int]] = []
+        for seq, data in self._ooo:
+            end = (seq + len(data)) & MASK
+            if blocks and blocks[-1][1] == seq:
+                blocks[-1] = (blocks[-1][0], end)
+            else:
+                blocks.append((seq, end))
+        last = self._ooo_last
+        blocks.sort(key=lambda b: 0 if seq_le(b[0], last) and seq_lt(last, b[1]) else 1)
+        return _encode_options(sack_blocks=tuple(blocks[:4]))
+
+    def _drain_ooo(self) -> None:
+        """Move reassembled text that RCV.NXT has reached into to_host."""
+        ooo = self._ooo
+        fin = self._ooo_fin
+        while ooo:
+            s, d = ooo[0]
+            off = (s - self.rcv_nxt) & MASK
+            if 0 < off < HALF:
+                break  # still a hole before this piece
+            del ooo[0]
+            self._ooo_bytes -= len(d)
+            skip = 0 if off == 0 else (-off) & MASK
+            take = len(d) - skip
+            if fin is not None:
+                to_fin = (fin - self.rcv_nxt) & MASK
+                if to_fin < HALF and take > to_fin:
+                    take = to_fin  # nothing after the guest's FIN is text
+            if take > 0:
+                rest = d[skip : skip + take] if skip or take < len(d) else d
+                self.to_host.append(rest)
+                self.to_host_bytes += take
+                self.rcv_nxt = (self.rcv_nxt + take) & MASK
+
+    def _guest_fin(self, now: float) -> None:
+        """RFC 9293 §3.10.7.4 eighth check: the guest's FIN, in order."""
+        self.rcv_nxt = (self.rcv_nxt + 1) & MASK
+        if seq_gt(self.rcv_nxt, self.rcv_adv):
+            self.rcv_adv = self.rcv_nxt  # a FIN right at the edge, accepted as Linux does
+        self._ack_owed = True
+        self.shutdown_host = True  # everything before the FIN is in to_host already
+        self._ooo = []
+        self._ooo_bytes = 0
+        self._ooo_fin = None
+        st = self.state
+        if st is _ESTABLISHED:
+            self.state = _CLOSE_WAIT
+        elif st is _FIN_WAIT_1:
+            self.state = _CLOSING  # our FIN is not acknowledged (else we'd be in FIN-WAIT-2)
+        elif st is _FIN_WAIT_2:
+            self._enter_time_wait(now)
+
+    def _enter_time_wait(self, now: float) -> None:
+        self.state = _TIME_WAIT
+        self._timer = now + TIME_WAIT_TIMEOUT
+        self._rto_deadline = None  # "turn off the other timers"
+        self._rexmit_owed = False
+        self._force = False
+
+    def _guest_reset(self) -> None:
+        """RFC 9293 §3.10.7.4 second check: the guest reset the connection, in any state."""
+        self.reset = True
+        self._close(abort=True)
+
+    # -- facts from the host -----------------------------------------------------------------
+    def host_connected(self, now: float) -> None:
+        """The host connect succeeded: answer the guest's SYN with SYN|ACK."""
+        if self.connecting:
+            self.connecting = False
+            self._timer = None
+            self._syn_owed = True
+
+    def host_refused(self, now: float) -> None:
+        """The host refused (ECONNREFUSED): RST|ACK to the guest, as slirp4netns (contract §3.4)."""
+        if self.connecting:
+            self._refuse()
+
+    def host_failed(self, now: float) -> None:
+        """Any other connect error: closed and silent (the stack sends ICMP unreachable)."""
+        if self.connecting:
+            self._close(abort=True)
+
+    def _refuse(self) -> None:
+        self._control(Segment(0, self.rcv_nxt, RST | ACK, 0, b"", b""))
+        self._close(abort=True)
+
+    def host_data(self, data: Buffer, now: float) -> int:
+        """Queue host bytes for the guest; returns how many were taken (``send_space()`` max)."""
+        space = self.send_space()
+        n = len(data)
+        if n > space:
+            n = space
+        if n > 0:
+            self._sndbuf += data[:n] if n < len(data) else data
+        return max(n, 0)
+
+    def host_eof(self, now: float) -> None:
+        """The host sent FIN: ours follows the queued data (RFC 9293 §3.10.4 CLOSE)."""
+        st = self.state
+        if self._fin_queued or self.connecting or st is _CLOSED:
+            return
+        if st is _ESTABLISHED:
+            self.state = _FIN_WAIT_1
+        elif st is _CLOSE_WAIT:
+            self.state = _LAST_ACK
+        elif st is not _SYN_SENT and st is not _SYN_RECEIVED:
+            return  # our FIN is queued already in every other state
+        # SYN-SENT / SYN-RECEIVED: queued until ESTABLISHED (RFC 9293 §3.10.4).
+        self._fin_queued = True
+
+    def host_reset(self, now: float) -> None:
+        """The host socket was reset or failed: RST|ACK to the guest and CLOSED."""
+        st = self.state
+        if st is _CLOSED:
+            self._close(abort=True)  # after a graceful close: the undelivered bytes are lost
+            return
+        if self.connecting:
+            self._refuse()
+            return
+        if st is not _SYN_SENT and st is not _TIME_WAIT:
+            # RFC 9293 §3.10.5 ABORT: <SEQ=SND.NXT><CTL=RST>; with ACK so a guest still in
+            # SYN-SENT accepts it, and at snd_max, where a lossless guest's RCV.NXT is.
+            self._control(Segment(self.snd_max, self.rcv_nxt, RST | ACK, 0, b"", b""))
+        self._close(abort=True)
+
+    def send_space(self) -> int:
+        """How many more host bytes ``host_data`` would take now."""
+        if self._fin_queued or self.connecting or self.state not in _QUEUEING:
+            return 0
+        return max(0, self.snd_buffer - len(self._sndbuf))
+
+    def host_consumed(self, n: int, now: float) -> None:
+        """``n`` bytes of to_host reached the host socket: the window may reopen."""
+        if n <= 0:
+            return
+        left = self.to_host_bytes - n
+        self.to_host_bytes = left if left > 0 else 0
+        if self.state in _RECEIVING:
+            cur = self._rcv_wnd()
+            avail = self.rcv_buffer - self.to_host_bytes
+            # Window update: the right edge may move (RFC 9293 §3.8.6.2.2) and the guest's
+            # view is at most half of what we now offer (Linux's tcp_cleanup_rbuf rule), so the
+            # update is worth a segment; otherwise the next ACK carries it.
+            if avail - cur >= self._sws and avail >= 2 * cur:
+                self._ack_owed = True
+
+    # -- output ------------------------------------------------------------------------------
+    def _control(self, segment: Segment) -> None:
+        if len(self._ctl) < MAX_CONTROL:
+            self._ctl.append(segment)
+
+    def _unsent(self) -> bool:
+        """Whether data or our FIN waits to be sent beyond SND.NXT."""
+        off = (self.snd_nxt - self._snd_base) & MASK
+        return off < len(self._sndbuf) or (self._fin_queued and off == len(self._sndbuf))
+
+    def _window_field(self) -> tuple[int, int]:
+        """The window field to send and the right edge it implies (RFC 9293 §3.8.6.2.2)."""
+        nxt = self.rcv_nxt
+        cur = (self.rcv_adv - nxt) & MASK
+        if cur >= HALF:
+            cur = 0
+        avail = self.rcv_buffer - self.to_host_bytes
+        if avail - cur >= self._sws:  # receiver SWS avoidance: move the edge by enough or not
+            cur = avail
+        shift = self.rcv_wscale
+        field = cur >> shift  # rounded down: never past the buffer (RFC 7323 §2.4)
+        if field > 0xFFFF:
+            field = 0xFFFF
+        return field, (nxt + (field << shift)) & MASK
+
+    def flush(self, now: float) -> list[Segment]:
+        """Every segment due now, in order; call after a batch, a host event or on_timer."""
+        out = self._ctl
+        if out:
+            self._ctl = []
+        else:
+            out = []
+        st = self.state
+        if st is _CLOSED or self.connecting:
+            return out
+        if st is _SYN_SENT or st is _SYN_RECEIVED:
+            if self._syn_owed or (st is _SYN_RECEIVED and (self._ack_owed or self._dup_owed)):
+                self._send_syn(out, now)
+            self._ack_owed = False
+            self._dup_owed = 0
+            return out
+
+        field, edge = self._window_field()
+        rcv_nxt = self.rcv_nxt
+        acked = False
+        k = self._dup_owed
+        if k:
+            # RFC 5681 §4.2: one immediate duplicate ACK per out-of-order arrival (up to the
+            # three the guest needs for a fast retransmit), even within one batch.
+            dup = Segment(self.snd_nxt, rcv_nxt, ACK, field, self._sack_blocks(), b"")
+            out.extend((dup,) * k)
+            self._dup_owed = 0
+            acked = True
+        if self._rexmit_owed:
+            self._rexmit_owed = False
+            acked |= self._retransmit_first(out, field, now)
+
+        buf = self._sndbuf
+        base = self._snd_base
+        nxt = self.snd_nxt
+        buflen = len(buf)
+        off = (nxt - base) & MASK
+        if off < buflen or (self._fin_queued and off == buflen):
+            unsent = buflen - off
+            room = (self.snd_una + self.snd_wnd - nxt) & MASK
+            if room >= HALF:
+                room = 0  # the guest shrank its window behind SND.NXT
+            n = unsent if unsent < room else room
+            probe = False
+            if n < unsent:
+                # RFC 9293 §3.8.6.2.1 sender SWS avoidance: the window is the limit, so send
+                # whole segments, or at least half the largest window offered, or wait.
+                smss = self.send_mss
+                if n >= smss:
+                    n -= n % smss
+                elif 2 * n < self._max_snd_wnd:
+                    n = 0
+                if n == 0 and self._force:
+                    n = room if room else 1  # persist timer: what fits, or a 1-byte probe
+            fin = self._fin_queued and off + n == buflen and (room > n or self._force)
+            if room == 0 and (n or fin):
+                probe = True  # beyond a zero window: a probe (RFC 9293 §3.8.6.1)
+            if n or fin:
+                end = off + n
+                maxp = self._max_payload
+                pos = off
+                if n:
+                    view = memoryview(buf)
+                    while pos < end:
+                        m = end - pos
+                        if m > maxp:
+                            m = maxp
+                        flags = ACK
+                        if pos + m == end:
+                            flags = ACK | PSH | FIN if fin else ACK | PSH
+                        out.append(
+                            Segment(
+                                (base + pos) & MASK,
+                                rcv_nxt,
+                                flags,
+                                field,
+                                b"",
+                                view[pos : pos + m].tobytes(),
+                            )
+                        )
+                        pos += m
+                    view.release()  # a live export would block resizing the bytearray
+                else:
+                    out.append(Segment(nxt, rcv_nxt, ACK | FIN, field, b"", b""))
+                new_nxt = (base + end + (1 if fin else 0)) & MASK
+                snd_max = self.snd_max
+                if probe:
+                    # As BSD: a probe does not advance SND.NXT (the byte is resent when the
+                    # window opens), only SND.MAX so that an ACK of it is acceptable.
+                    if seq_gt(new_nxt, snd_max):
+                        self.snd_max = new_nxt
+                    new_nxt = nxt
+                elif nxt == snd_max:
+                    if self._rtt_seq is None:
+                        self._rtt_seq = new_nxt  # time new data only (Karn, RFC 6298 §3)
+                        self._rtt_time = now
+                    self.snd_max = new_nxt
+                elif seq_gt(new_nxt, snd_max):
+                    self.snd_max = new_nxt  # a go-back-N resend ran into new data
+                self.snd_nxt = new_nxt
+                acked = True
+        self._force = False
+        if self._ack_owed and not acked:
+            sack = self._sack_blocks() if self._ooo else b""
+            out.append(Segment(self.snd_nxt, rcv_nxt, ACK, field, sack, b""))
+            acked = True
+        self._ack_owed = False
+        if acked and seq_gt(edge, self.rcv_adv):
+            self.rcv_adv = edge
+        # RFC 6298 §5.1: run the timer while data is outstanding; RFC 9293 §3.8.6.1: and while
+        # data waits for a window (the persist timer, which also overrides SWS avoidance).
+        if self.snd_max != self.snd_una or self._unsent():
+            if self._rto_deadline is None and st is not _TIME_WAIT:
+                self._rto_deadline = now + self._timeout()
+        else:
+            self._rto_deadline = None
+        return out
+
+    def _send_syn(self, out: list[Segment], now: float) -> None:
+        """Our SYN (SYN-SENT) or SYN|ACK (SYN-RECEIVED); its window is never scaled."""
+        self._syn_owed = False
+        window = min(self.rcv_buffer - self.to_host_bytes, 0xFFFF)
+        if self.state is _SYN_SENT:
+            out.append(Segment(self.iss, 0, SYN, window, self._syn_options, b""))
+        else:
+            out.append(Segment(self.iss, self.rcv_nxt, SYN | ACK, window, self._syn_options, b""))
+            edge = (self.rcv_nxt + window) & MASK
+            if seq_gt(edge, self.rcv_adv):
+                self.rcv_adv = edge
+        if self.snd_max == self.iss:  # first transmission: time it (Karn)
+            self._rtt_seq = (self.iss + 1) & MASK
+            self._rtt_time = now
+        self.snd_nxt = self.snd_max = (self.iss + 1) & MASK
+        if self._rto_deadline is None:
+            self._rto_deadline = now + self._timeout()
+
+    def _retransmit_first(self, out: list[Segment], field: int, now: float) -> bool:
+        """Fast retransmit: one segment from SND.UNA (RFC 5681 §3.2, RFC 6582 §3.2)."""
+        una = self.snd_una
+        off = (una - self._snd_base) & MASK
+        buflen = len(self._sndbuf)
+        if off > buflen or una == self.snd_max:
+            return False
+        n = min(self.send_mss, buflen - off, (self.snd_max - una) & MASK)
+        fin = self._fin_queued and off + n == buflen and self.snd_max == (una + n + 1) & MASK
+        if n == 0 and not fin:
+            return False
+        flags = ACK | FIN if fin else ACK
+        payload = bytes(self._sndbuf[off : off + n]) if n else b""
+        out.append(Segment(una, self.rcv_nxt, flags, field, b"", payload))
+        self._rto_deadline = now + self._timeout()
+        return True
+
+    # -- time --------------------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        """When ``on_timer`` next has work, or None."""
+        if self.state is _CLOSED:
+            return None
+        a = self._rto_deadline
+        b = self._timer
+        if a is None:
+            return b
+        if b is None or a < b:
+            return a
+        return b
+
+    def on_timer(self, now: float) -> None:
+        """Run the timers due at ``now``; then call ``flush``."""
+        st = self.state
+        if st is _CLOSED:
+            return
+        t = self._timer
+        if t is not None and now >= t:
+            self._timer = None
+            if self.connecting:
+                self.timed_out = True  # CONNECT_TIMEOUT: give up as if refused
+                self._refuse()
+                return
+            if st is _TIME_WAIT:
+                self._close(abort=False)  # RFC 9293 §3.10.8 time-wait timeout
+                return
+            if st is _FIN_WAIT_2:
+                # An idle half-closed guest: reset it (as Linux on tcp_fin_timeout).
+                self.timed_out = True
+                self._control(Segment(self.snd_max, self.rcv_nxt, RST | ACK, 0, b"", b""))
+                self._close(abort=True)
+                return
+        t = self._rto_deadline
+        if t is not None and now >= t:
+            self._on_rto(now)
+
+    def _on_rto(self, now: float) -> None:
+        """RFC 6298 §5.4-5.6: retransmit, back off, restart; give up after too many."""
+        st = self.state
+        handshake = st is _SYN_SENT or st is _SYN_RECEIVED
+        if not handshake and self.snd_max == self.snd_una and not self._unsent():
+            self._rto_deadline = None  # nothing left to time: everything was acknowledged
+            return
+        self._retries += 1
+        if self._retries > (SYN_RETRIES if handshake else MAX_RETRANSMITS):
+            self.timed_out = True
+            if st is not _SYN_SENT:  # RFC 9293 §3.8.3: R2 reached, abort with RST
+                self._control(Segment(self.snd_max, self.rcv_nxt, RST | ACK, 0, b"", b""))
+            self._close(abort=True)
+            return
+        if self._backoff < 16:
+            self._backoff += 1
+        self._rtt_seq = None  # Karn: nothing in flight may be timed now (RFC 6298 §3)
+        if handshake:
+            self._syn_owed = True
+        else:
+            self.snd_nxt = self.snd_una  # go-back-N
+            self._force = True  # at least one byte even into a zero window (probe)
+            self._recover = None
+            self._dupacks = 0
+            self._rexmit_owed = False
+        self._rto_deadline = now + self._timeout()
+
+    # -- end -------------------------------------------------------------------------------
+    def _close(self, *, abort: bool) -> None:
+        self.state = _CLOSED
+        self.connecting = False
+        self._sndbuf = bytearray()
+        self._ooo = []
+        self._ooo_bytes = 0
+        self._ooo_fin = None
+        self._ack_owed = False
+        self._dup_owed = 0
+        self._syn_owed = False
+        self._rexmit_owed = False
+        self._force = False
+        self._rto_deadline = None
+        self._timer = None
+        if abort:
+            self.to_host.clear()
+            self.to_host_bytes = 0
+
+    @property
+    def closed(self) -> bool:
+        """Nothing more will happen: no segment owed and every guest byte reached the host."""
+        return self.state is _CLOSED and not self._ctl and self.to_host_bytes == 0
