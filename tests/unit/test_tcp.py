@@ -215,7 +215,19 @@ def connect(rcv_buffer: int = 8000) -> TcpConnection:
     c = TcpConnection.connect(
         iss=ISS, now=0.0, mss=MSS, max_segment=MSS, rcv_buffer=rcv_buffer, snd_buffer=8000
     )
-    expect(c, 0.0, [seg(ISS, 0, SYN, 8000, options=encode_options(mss=MSS, window_scale=0, sack_permitted=True))])
+    expect(
+        c,
+        0.0,
+        [
+            seg(
+                ISS,
+                0,
+                SYN,
+                8000,
+                options=encode_options(mss=MSS, window_scale=0, sack_permitted=True),
+            )
+        ],
+    )
     return c
 
 
@@ -224,7 +236,9 @@ def test_active_open_with_window_scaling() -> None:
         iss=ISS, now=0.0, mss=MSS, max_segment=MSS, rcv_buffer=1 << 20, snd_buffer=8000
     )
     assert state_of(c) is S.SYN_SENT
-    syn = seg(ISS, 0, SYN, 65535, options=encode_options(mss=MSS, window_scale=5, sack_permitted=True))
+    syn = seg(
+        ISS, 0, SYN, 65535, options=encode_options(mss=MSS, window_scale=5, sack_permitted=True)
+    )
     expect(c, 0.0, [syn])
     c.on_segment(IRS, U, SYN | ACK, 30000, b"", 0.01, TcpOptions(mss=1400, window_scale=2))
     assert state_of(c) is S.ESTABLISHED
@@ -267,7 +281,9 @@ def test_active_open_bad_ack_gets_rst_and_bare_rst_is_ignored() -> None:
 
 def test_active_syn_retried_with_backoff_then_timed_out() -> None:
     c = connect()
-    syn = seg(ISS, 0, SYN, 8000, options=encode_options(mss=MSS, window_scale=0, sack_permitted=True))
+    syn = seg(
+        ISS, 0, SYN, 8000, options=encode_options(mss=MSS, window_scale=0, sack_permitted=True)
+    )
     t = 0.0
     for i in range(SYN_RETRIES):
         t = c.next_deadline() or -1.0
