@@ -208,3 +208,32 @@ def test_iperf3_both_directions(slirp, outer, program, mtu) -> None:
             assert b"receiver" in run.stdout, run.stdout.decode() + daemon.stderr
     finally:
         server.close()
+
+
+SLAAC_WAIT = (
+    "for i in $(seq 100); do ip -6 addr show dev tap0 scope global | grep -q inet6 && "
+    "! ip -6 addr show dev tap0 | grep -q tentative && exit 0; sleep 0.1; done; exit 1"
+)
+
+
+def test_ipv6_guest_reaches_host_ipv6_loopback(slirp, tcp_server) -> None:
+    """fd00::2 maps to the host's ::1 (contract §3.4), both directions, SHA-256 verified."""
+    size = 32 * MiB
+    sink = tcp_server("sink", "--bind", "::1")
+    source = tcp_server("source", "--bind", "::1", "--size", str(size))
+    guest, daemon = slirp(None, extra=["--enable-ipv6"])
+    guest.sh(SLAAC_WAIT)
+    want = [str(size), digest(size)]
+    sent = guest.run([*TOOL, "send", "fd00::2", sink.line, "--size", str(size)], timeout=120)
+    assert sent.stdout.decode().split() == want, daemon.stderr
+    got = guest.run([*TOOL, "recv", "fd00::2", source.line], timeout=120)
+    assert got.stdout.decode().split() == want, daemon.stderr
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_tcp_to_the_dns_alias_reaches_the_resolver(slirp, tcp_server, program) -> None:
+    """TCP port 53 of 10.0.2.3 goes to resolv.conf's server (127.0.0.1 in the rig), like UDP."""
+    tcp_server("sink", "53")
+    guest, daemon = slirp(program)
+    out = guest.run([*TOOL, "send", "10.0.2.3", "53", "--size", "1000"])
+    assert out.stdout.decode().split() == ["1000", digest(1000)], daemon.stderr
