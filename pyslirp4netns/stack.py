@@ -102,6 +102,8 @@ AWAITING_FRAMES = 16  # frames held per address meanwhile
 TCP_LIMIT = 16384  # connections at once; a SYN beyond that gets RST|ACK
 TCP_RCV_BUFFER = 4 << 20  # per connection: the window we offer, bounded by what we hold
 TCP_SND_BUFFER = 4 << 20  # per connection: host bytes kept until the guest acknowledges them
+# How long an ACK of a little guest data may wait for the host's answer to carry it.
+DELAYED_ACK = 0.002
 # A GSO burst toward the guest: whole frame within 64 KiB with any IP and TCP header chain.
 GSO_MAX_SEGMENT = 0xFFFF - ipv6.SIZE - 60
 
@@ -685,6 +687,7 @@ class Stack:
             rcv_buffer=TCP_RCV_BUFFER,
             snd_buffer=TCP_SND_BUFFER,
         )
+        conn.delayed_ack = DELAYED_ACK
         self._next_flow += 1
         flow = TcpFlow(self._next_flow, conn, key, eth.src, original)
         self.tcp_flows[key] = flow
@@ -829,6 +832,7 @@ class Stack:
             rcv_buffer=TCP_RCV_BUFFER,
             snd_buffer=TCP_SND_BUFFER,
         )
+        conn.delayed_ack = DELAYED_ACK
         self._next_flow += 1
         table = self.neighbours if len(guest) == 4 else self.neighbours6
         flow = TcpFlow(self._next_flow, conn, key, table.get(guest, UNKNOWN_MAC), b"")
@@ -1129,16 +1133,20 @@ class Stack:
 
     # -- timers --------------------------------------------------------------------------
     def next_deadline(self) -> float | None:
-        deadlines = [
-            self.udp_flows.next_deadline(),
-            self.dns_flows.next_deadline(),
-            self.ping_flows.next_deadline(),
-            self.reassembler.next_deadline(),
-            self._next_ra,
-            self._timers[0][0] if self._timers else None,
-        ]
-        pending = [d for d in deadlines if d is not None]
-        return min(pending) if pending else None
+        """The earliest timer of any part; called once per loop turn, so kept cheap."""
+        best = self._timers[0][0] if self._timers else self._next_ra
+        if self._next_ra is not None and (best is None or self._next_ra < best):
+            best = self._next_ra
+        if self.flows or len(self.reassembler):
+            for deadline in (
+                self.udp_flows.next_deadline(),
+                self.dns_flows.next_deadline(),
+                self.ping_flows.next_deadline(),
+                self.reassembler.next_deadline(),
+            ):
+                if deadline is not None and (best is None or deadline < best):
+                    best = deadline
+        return best
 
     def on_timer(self, now: float) -> None:
         self._now = now

@@ -273,6 +273,9 @@ class TcpConnection:
         "_syn_options",
         "_sack_ok",
         "_ooo_last",
+        "delayed_ack",
+        "_delack_bytes",
+        "_delack_at",
         "_sndbuf",
         "_snd_base",
         "_fin_queued",
@@ -335,6 +338,9 @@ class TcpConnection:
         self._sws = max(1, min(self.rcv_buffer // 2, self.mss))  # RFC 9293 §3.8.6.2.2
         self._syn_options = b""
         self._sack_ok = False  # RFC 2018: the guest allowed SACK blocks in our ACKs
+        self.delayed_ack = 0.0  # seconds an ACK of a little in-order data may wait; 0 = never
+        self._delack_bytes = 0  # in-order bytes received since our last ACK, ACK held back
+        self._delack_at: float | None = None  # when that held ACK must go out at the latest
         self._ooo_last = 0  # sequence number of the latest out-of-order arrival
         self._sndbuf = bytearray()
         self._snd_base = (iss + 1) & MASK  # sequence number of _sndbuf[0]
@@ -471,7 +477,14 @@ class TcpConnection:
                     to_host.append(bytes(payload))
                 self.to_host_bytes += n
                 self.rcv_nxt = (seq + n) & MASK
-                self._ack_owed = True
+                # RFC 9293 §3.8.6.3 / RFC 1122 §4.2.3.2: a little data may wait a moment for
+                # the answer to carry its ACK (request/response: one frame instead of two);
+                # two full segments' worth, or anything else owed, is acknowledged at once.
+                pending = self._delack_bytes + n
+                if self.delayed_ack and pending < 2 * self.mss:
+                    self._delack_bytes = pending
+                else:
+                    self._ack_owed = True
             return
         self._segment(seq, ack, flags, window, payload, now, options)
 
@@ -1089,11 +1102,20 @@ class TcpConnection:
                 self.snd_nxt = new_nxt
                 acked = True
         self._force = False
+        if self._delack_bytes and not acked and not self._ack_owed:
+            at = self._delack_at
+            if at is None:
+                self._delack_at = now + self.delayed_ack
+            elif now >= at:
+                self._ack_owed = True
         if self._ack_owed and not acked:
             sack = self._sack_blocks() if self._ooo else b""
             out.append(Segment(self.snd_nxt, rcv_nxt, ACK, field, sack, b""))
             acked = True
         self._ack_owed = False
+        if acked:
+            self._delack_bytes = 0
+            self._delack_at = None
         if acked and seq_gt(edge, self.rcv_adv):
             self.rcv_adv = edge
         # RFC 6298 §5.1: run the timer while data is outstanding; RFC 9293 §3.8.6.1: and while
@@ -1147,6 +1169,9 @@ class TcpConnection:
             return None
         a = self._rto_deadline
         b = self._timer
+        c = self._delack_at
+        if c is not None and (a is None or c < a):
+            a = c
         if a is None:
             return b
         if b is None or a < b:
@@ -1158,6 +1183,8 @@ class TcpConnection:
         st = self.state
         if st is _CLOSED:
             return
+        if self._delack_at is not None and now >= self._delack_at:
+            self._ack_owed = True  # the held ACK's time is up: the next flush sends it
         t = self._timer
         if t is not None and now >= t:
             self._timer = None
@@ -1220,6 +1247,8 @@ class TcpConnection:
         self._force = False
         self._rto_deadline = None
         self._timer = None
+        self._delack_bytes = 0
+        self._delack_at = None
         if abort:
             self.to_host.clear()
             self.to_host_bytes = 0

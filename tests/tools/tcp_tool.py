@@ -202,6 +202,16 @@ def main() -> None:
             print(type(e).__name__)
     elif args.action == "echo":
         parallel_echo(args)
+    elif args.action == "rr":
+        # --count sequential 1-byte round trips on one connection: prints round trips/s
+        sock = connect(args)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        start = time.monotonic()
+        for _ in range(args.count):
+            sock.sendall(b"x")
+            if not sock.recv(1):
+                break
+        print(round(args.count / (time.monotonic() - start)))
     elif args.action == "digest":
         print(expected_digest(args.size))
     else:

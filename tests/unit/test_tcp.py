@@ -1347,3 +1347,24 @@ def test_synack_allows_sack_only_if_the_syn_did() -> None:
     c.host_connected(0.0)
     [synack] = c.flush(0.0)
     assert synack.options == encode_options(mss=MSS, sack_permitted=True)
+
+
+def test_delayed_ack_rides_on_the_answer_or_goes_by_its_deadline() -> None:
+    """RFC 1122 §4.2.3.2: a little data's ACK may wait (here 2 ms) for data going back; two
+    full segments are acknowledged at once."""
+    c = established()
+    c.delayed_ack = 0.002
+    c.on_segment(G, U, ACK | PSH, 65535, b"q", 0.1)
+    expect(c, 0.1, [])  # held back
+    assert c.next_deadline() == pytest.approx(0.102)
+    c.host_data(b"answer", 0.1005)
+    [reply] = c.flush(0.1005)
+    assert (reply.ack, reply.payload) == (G + 1, b"answer")  # the ACK rode along
+    c.on_segment(G + 1, U + 6, ACK | PSH, 65535, b"r", 0.2)
+    expect(c, 0.2, [])
+    c.on_timer(0.2021)
+    [ack] = c.flush(0.2021)
+    assert (ack.ack, ack.payload) == (G + 2, b"")
+    c.on_segment(G + 2, U + 6, ACK, 65535, b"x" * 2 * MSS, 0.3)
+    [ack] = c.flush(0.3)  # two full segments: no waiting
+    assert ack.ack == G + 2 + 2 * MSS
