@@ -69,7 +69,7 @@ from pyslirp4netns.nat import (
     FlowTable,
     Policy,
 )
-from pyslirp4netns.tcp import TcpConnection, TcpState, reset_for
+from pyslirp4netns.tcp import Segment, TcpConnection, TcpState, reset_for
 from pyslirp4netns.wire import arp, dhcp, ethernet, icmpv4, icmpv6, ipv4, ipv6, tcp, udp, vnet
 from pyslirp4netns.wire.codec import Buffer, WireError
 
@@ -756,7 +756,7 @@ class Stack:
         dst: bytes,
         src_port: int,
         dst_port: int,
-        segment: tuple[int, int, int, int, bytes, bytes],
+        segment: Segment,
         gso_size: int,
     ) -> None:
         """One segment (or GSO burst of ``gso_size`` pieces) to the guest. With the vnet header

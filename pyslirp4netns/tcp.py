@@ -209,7 +209,7 @@ class Segment(NamedTuple):
     flags: int
     window: int  # the 16-bit header field, already scaled
     options: bytes  # raw, a multiple of 4 bytes
-    payload: bytes
+    payload: bytes | memoryview  # a view of the host's bytes: frame it before it is dropped
 
 
 def reset_for(seq: int, ack: int, flags: int, length: int) -> Segment | None:
@@ -231,6 +231,61 @@ def _shift_for(buffer: int) -> int:
     while (buffer >> shift) > 0xFFFF and shift < MAX_WINDOW_SCALE:
         shift += 1
     return shift
+
+
+class SendBuffer:
+    """Host bytes not yet acknowledged by the guest: a queue of the immutable chunks the host
+    socket gave us, consumed from the front as ACKs arrive.
+
+    Why not a bytearray: deleting acknowledged bytes from its front and appending new ones
+    makes CPython copy the whole live buffer (megabytes) on growth, and memoryviews of it would
+    pin it. Chunks are ``bytes``: a segment's payload is a zero-copy view of one chunk (a join
+    only when it straddles two), valid for as long as anyone holds it.
+    """
+
+    __slots__ = ("_chunks", "_head", "_size")
+
+    def __init__(self) -> None:
+        self._chunks: deque[bytes] = deque()
+        self._head = 0  # bytes of _chunks[0] already consumed
+        self._size = 0
+
+    def __len__(self) -> int:
+        return self._size
+
+    def append(self, data: bytes) -> None:
+        if data:
+            self._chunks.append(data)
+            self._size += len(data)
+
+    def consume(self, k: int) -> None:
+        """Drop ``k`` bytes from the front (they were acknowledged)."""
+        k = min(k, self._size)
+        self._size -= k
+        chunks = self._chunks
+        k += self._head
+        while chunks and k >= len(chunks[0]):
+            k -= len(chunks.popleft())
+        self._head = k if chunks else 0
+
+    def view(self, off: int, n: int) -> bytes | memoryview:
+        """``n`` bytes starting ``off`` bytes past the front (fewer if the buffer ends)."""
+        pos = off + self._head
+        pieces: list[memoryview] = []
+        for chunk in self._chunks:
+            size = len(chunk)
+            if pos >= size:
+                pos -= size
+                continue
+            take = min(n, size - pos)
+            if not pieces and take == n:
+                return memoryview(chunk)[pos : pos + n]  # the common case: no copy
+            pieces.append(memoryview(chunk)[pos : pos + take])
+            n -= take
+            pos = 0
+            if n == 0:
+                break
+        return b"".join(pieces)
 
 
 class TcpConnection:
@@ -342,8 +397,8 @@ class TcpConnection:
         self._delack_bytes = 0  # in-order bytes received since our last ACK, ACK held back
         self._delack_at: float | None = None  # when that held ACK must go out at the latest
         self._ooo_last = 0  # sequence number of the latest out-of-order arrival
-        self._sndbuf = bytearray()
-        self._snd_base = (iss + 1) & MASK  # sequence number of _sndbuf[0]
+        self._sndbuf = SendBuffer()
+        self._snd_base = (iss + 1) & MASK  # sequence number of _sndbuf's first byte
         self._fin_queued = False
         self._ooo: list[tuple[int, bytes]] = []  # (seq, text), sorted, disjoint, in the window
         self._ooo_bytes = 0
@@ -707,7 +762,7 @@ class TcpConnection:
             buf = self._sndbuf
             if k > len(buf):
                 k = len(buf)  # the rest acknowledges our SYN or FIN, not bytes
-            del buf[:k]  # acknowledged bytes leave the retransmission queue
+            buf.consume(k)  # acknowledged bytes leave the retransmission queue
             self._snd_base = (base + k) & MASK
         self.snd_una = ack
         if seq_lt(self.snd_nxt, ack):
@@ -922,7 +977,7 @@ class TcpConnection:
         if n > space:
             n = space
         if n > 0:
-            self._sndbuf += data[:n] if n < len(data) else data
+            self._sndbuf.append(bytes(data[:n]) if n < len(data) else bytes(data))
         return max(n, 0)
 
     def host_eof(self, now: float) -> None:
@@ -1062,7 +1117,6 @@ class TcpConnection:
                 maxp = self._max_payload
                 pos = off
                 if n:
-                    view = memoryview(buf)
                     while pos < end:
                         m = end - pos
                         if m > maxp:
@@ -1077,11 +1131,10 @@ class TcpConnection:
                                 flags,
                                 field,
                                 b"",
-                                view[pos : pos + m].tobytes(),
+                                buf.view(pos, m),
                             )
                         )
                         pos += m
-                    view.release()  # a live export would block resizing the bytearray
                 else:
                     out.append(Segment(nxt, rcv_nxt, ACK | FIN, field, b"", b""))
                 new_nxt = (base + end + (1 if fin else 0)) & MASK
@@ -1157,7 +1210,7 @@ class TcpConnection:
         if n == 0 and not fin:
             return False
         flags = ACK | FIN if fin else ACK
-        payload = bytes(self._sndbuf[off : off + n]) if n else b""
+        payload = self._sndbuf.view(off, n) if n else b""
         out.append(Segment(una, self.rcv_nxt, flags, field, b"", payload))
         self._rto_deadline = now + self._timeout()
         return True
@@ -1236,7 +1289,7 @@ class TcpConnection:
     def _close(self, *, abort: bool) -> None:
         self.state = _CLOSED
         self.connecting = False
-        self._sndbuf = bytearray()
+        self._sndbuf = SendBuffer()
         self._ooo = []
         self._ooo_bytes = 0
         self._ooo_fin = None

@@ -1368,3 +1368,26 @@ def test_delayed_ack_rides_on_the_answer_or_goes_by_its_deadline() -> None:
     c.on_segment(G + 2, U + 6, ACK, 65535, b"x" * 2 * MSS, 0.3)
     [ack] = c.flush(0.3)  # two full segments: no waiting
     assert ack.ack == G + 2 + 2 * MSS
+
+
+@given(
+    chunks=st.lists(st.binary(min_size=1, max_size=50), max_size=8),
+    ops=st.lists(st.tuples(st.integers(0, 400), st.integers(0, 400)), max_size=20),
+)
+def test_send_buffer_views_match_a_flat_copy(
+    chunks: list[bytes], ops: list[tuple[int, int]]
+) -> None:
+    """SendBuffer (chunks, consumed from the front) reads like one flat byte string."""
+    from pyslirp4netns.tcp import SendBuffer
+
+    buf = SendBuffer()
+    flat = b""
+    for chunk in chunks:
+        buf.append(chunk)
+        flat += chunk
+    for off, n in ops:
+        assert bytes(buf.view(off, n)) == flat[off : off + n]
+        k = n % 7
+        buf.consume(k)
+        flat = flat[k:]
+        assert len(buf) == len(flat)
