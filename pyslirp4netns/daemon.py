@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import os
+import resource
 import select
 import signal
 import socket
@@ -25,10 +26,13 @@ import time
 from collections.abc import Callable
 
 from pyslirp4netns import events
+from pyslirp4netns.api import Api
+from pyslirp4netns.apiserver import ApiServer, Forwarding, Watch
 from pyslirp4netns.config import Config
 from pyslirp4netns.dns import ResolvConf
 from pyslirp4netns.faults import ENV as FAULTS_ENV
 from pyslirp4netns.faults import FaultInjector
+from pyslirp4netns.forwarding import PortForwarding
 from pyslirp4netns.hostsockets import HostDatagrams, HostStreams
 from pyslirp4netns.netns import (
     CLONE_NEWUSER,
@@ -104,6 +108,10 @@ def do_slirp_failed(*lines: str) -> StartupError:
 class ApiSocket:
     """The listening unix socket at --api-socket; the file is ours to remove at exit."""
 
+    # A deep backlog: a client whose connect() finds it full gets EAGAIN (Go's dialer gives up
+    # on that), and bursts of clients are what the server is built for.
+    BACKLOG = 1024
+
     def __init__(self, path: str) -> None:
         if len(path.encode()) >= UNIX_PATH_MAX:
             raise do_slirp_failed(f"the specified API socket path is too long (>= {UNIX_PATH_MAX})")
@@ -117,7 +125,7 @@ class ApiSocket:
             pass  # bind reports the real problem
         try:
             self.sock.bind(path)
-            self.sock.listen(128)
+            self.sock.listen(self.BACKLOG)
         except OSError as e:
             self.sock.close()
             raise do_slirp_failed(
@@ -126,20 +134,26 @@ class ApiSocket:
         self.sock.setblocking(False)
         st = os.stat(path)
         self._identity = (st.st_dev, st.st_ino)
+        self.server: ApiServer | None = None
 
-    def accept_all(self) -> None:
-        """Until the API lands (issue 5) a connection is accepted and closed, never left hanging."""
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return  # e.g. EMFILE: try again on the next wake-up
-            conn.close()
+    def serve(
+        self,
+        config: Config,
+        watch: Watch,
+        unwatch: Callable[[int], None],
+        forwarding: Forwarding | None = None,
+    ) -> ApiServer:
+        """Answer requests from the daemon's loop (apiserver.py); forwards go to ``forwarding``."""
+        self.server = ApiServer(self.sock, Api(config), watch, unwatch, forwarding)
+        self.server.start()
+        return self.server
 
     def close(self) -> None:
-        """Close and remove the file, unless someone else has since put their own at the path."""
+        """Stop the server and its forwards, then close and remove the file, unless someone
+        else has since put their own at the path."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
         self.sock.close()
         try:
             st = os.stat(self.path)
@@ -156,6 +170,7 @@ class Daemon:
         self.config = config
         self.tap = tap
         self.api: ApiSocket | None = None
+        self.forwarding: PortForwarding | None = None
         self.epoll = select.epoll()
         self.handlers: dict[int, Callable[[int], str | None]] = {}
         self.target_pidfd = target_pidfd
@@ -181,7 +196,10 @@ class Daemon:
         config = self.config
         if config.api_socket is not None:
             self.api = ApiSocket(config.api_socket)
-            self._watch(self.api.sock.fileno(), select.EPOLLIN, self._on_api)
+            self.forwarding = PortForwarding(
+                self.stack, config, self.streams, self.datagrams, self._watch, self._unwatch
+            )
+            self.api.serve(config, self._watch, self._unwatch, self.forwarding)
         os.set_blocking(self.tap.fd, False)
         self._watch(self.tap.fd, select.EPOLLIN, self._on_tap)
         self._watch(self._wake_r, select.EPOLLIN, self._on_signal)
@@ -227,17 +245,25 @@ class Daemon:
     def serve(self) -> int:
         reason = self._exit_now
         stack = self.stack
+        server = self.api.server if self.api is not None else None
         while reason is None:
+            # One timer for everything (principle 2): the stack's and the API server's.
             deadline = stack.next_deadline()
-            timeout = -1.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            api_deadline = server.next_deadline() if server is not None else None
+            soonest = deadline
+            if api_deadline is not None and (soonest is None or api_deadline < soonest):
+                soonest = api_deadline
+            timeout = -1.0 if soonest is None else max(0.0, soonest - time.monotonic())
             for fd, events_ in self.epoll.poll(timeout):
                 handler = self.handlers.get(fd)
                 if handler is not None:
                     reason = handler(events_) or reason
-            if deadline is not None:
+            if soonest is not None:
                 now = time.monotonic()
-                if now >= deadline:
+                if deadline is not None and now >= deadline:
                     stack.on_timer(now)
+                if server is not None and api_deadline is not None and now >= api_deadline:
+                    server.on_timer(now)
             self._carry_out()
         log(reason)
         if os.environ.get("PYSLIRP4NETNS_STATS") == "1":
@@ -331,11 +357,6 @@ class Daemon:
             result.append([frame[:size], frame[size:]] if size else [frame])
         return result
 
-    def _on_api(self, events: int) -> str | None:
-        assert self.api is not None
-        self.api.accept_all()
-        return None
-
     def _on_signal(self, events: int) -> str | None:
         try:
             data = os.read(self._wake_r, 64)
@@ -387,6 +408,17 @@ _STREAM_REQUESTS = (
     events.StreamShutdown,
     events.StreamClose,
 )
+
+
+def raise_fd_limit() -> None:
+    """Every guest connection holds a host socket: take the whole hard limit of open files
+    (the soft limit is often 1024, which a busy container exceeds)."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != hard:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError):
+        pass
 
 
 def _random_fraction() -> float:
@@ -453,6 +485,7 @@ def _run(config: Config) -> int:
     # "exit now" (POLLNVAL) and a closed --ready-fd is skipped, whatever number our fds get.
     exit_fd_open = fd_is_open(config.exit_fd)
     ready_fd_open = fd_is_open(config.ready_fd)
+    raise_fd_limit()
     target_pidfd = open_target_pidfd(config)
     if config.tapfd is not None:
         tap, note = tap_from_fd(config.tapfd), None

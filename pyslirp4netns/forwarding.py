@@ -52,6 +52,7 @@ class PortForwarding:
     ) -> None:
         self.stack = stack
         self.gateway = config.gateway.packed
+        self.dhcp_start = config.dhcp_start.packed
         self.streams = streams
         self.datagrams = datagrams
         self.watch = watch
@@ -90,9 +91,10 @@ class PortForwarding:
             return ipaddress.IPv6Address(f"::ffff:{address}").packed
         return address.packed
 
-    @staticmethod
-    def _guest(rule: Rule) -> bytes:
-        return ipaddress.ip_address(rule.guest_addr).packed
+    def _guest(self, rule: Rule) -> bytes:
+        """The guest address; "0.0.0.0" means the first DHCP address, as in libslirp."""
+        address = ipaddress.ip_address(rule.guest_addr).packed
+        return self.dhcp_start if address == bytes(4) else address
 
     # -- events --------------------------------------------------------------------------
     def _accept(self, rule: Rule, ev: int) -> str | None:

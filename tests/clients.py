@@ -81,7 +81,10 @@ def is_network_process(proc: psutil.Process) -> bool:
     try:
         if proc.name() == "slirp4netns":
             return True
-        return any(os.path.basename(arg) == "pyslirp4netns" for arg in proc.cmdline())
+        # The wrapper script, or "python -m pyslirp4netns": the program, never an option
+        # naming it (rootlesskit's --slirp4netns-binary=...).
+        head = proc.cmdline()[:3]
+        return any(os.path.basename(arg) == "pyslirp4netns" and arg[:1] != "-" for arg in head)
     except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
         return False
 

@@ -43,14 +43,13 @@ pytestmark = pytest.mark.timeout(120)
 OURS = "pyslirp4netns"
 TOOL_DIR = Path(__file__).resolve().parents[1] / "tools"
 TOOLS = ("rootlesskit", "rootlessctl", "podman", "runc", "conmon", "curl", "busybox")
-PORT_XFAIL = pytest.mark.xfail(strict=False, reason="API and port forwards land with issue 5")
 REFERENCE_PARAM = pytest.param(
     REFERENCE,
     id="slirp4netns",
     marks=pytest.mark.skipif(not os.path.exists(REFERENCE), reason="no reference"),
 )
-# Scenarios that need the API and port forwards: ours is expected to fail until they land.
-WITH_PORTS = [REFERENCE_PARAM, pytest.param(OURS, id="pyslirp4netns", marks=PORT_XFAIL)]
+# Scenarios that need the API and port forwards.
+WITH_PORTS = [REFERENCE_PARAM, pytest.param(OURS, id="pyslirp4netns")]
 # Scenarios without port forwards: start, serve the guest, exit when the client is done.
 WITHOUT_PORTS = [REFERENCE_PARAM, pytest.param(OURS, id="pyslirp4netns")]
 
@@ -74,7 +73,7 @@ LOOPBACK_UDP = [
             ),
         ],
     ),
-    pytest.param(OURS, id="pyslirp4netns", marks=PORT_XFAIL),
+    pytest.param(OURS, id="pyslirp4netns"),
 ]
 UDP_DATAGRAMS = 200
 GONE = 10.0  # how long the network process may take to exit once its client is done
