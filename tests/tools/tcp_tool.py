@@ -10,6 +10,7 @@ serve MODE: listen on --bind:--port (0 = any), print the port, then for each con
   halfsrc read to EOF (counting), then send --size bytes and close (data after the peer's FIN)
   slow    read at --rate bytes/s until EOF
   reset   accept, then close with RST at once
+  whoami  send the peer's address, then close
 Clients: send (send --size, half-close, print the sink's answer), recv (read to EOF, print
 "<bytes> <sha256>"), echo (N parallel connections each echoing --size bytes; prints "ok N"),
 connect (print the outcome name and the time it took in ms), halfsend (send --size, SHUT_WR,
@@ -84,6 +85,8 @@ def serve_one(conn: socket.socket, args: argparse.Namespace) -> None:
                 time.sleep(0.1)
         elif args.mode == "reset":
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif args.mode == "whoami":
+            conn.sendall(str(conn.getpeername()[0]).encode())
     except OSError:
         pass
     finally:
@@ -186,6 +189,9 @@ def main() -> None:
     elif args.action == "recv":
         sock = connect(args)
         print(*read_all(sock))
+    elif args.action == "read":
+        sock = connect(args)
+        print(sock.recv(1024).decode())
     elif args.action == "halfsend":
         sock = connect(args)
         send_all(sock, args.size)
