@@ -24,8 +24,10 @@ import argparse
 import json
 import os
 import platform
+import re
 import shlex
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +42,7 @@ from types import FrameType
 CHECKOUT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(CHECKOUT / "tests"))
 
+from programs import api_request  # noqa: E402
 from rig import (  # noqa: E402  (the rig lives beside the tests, not in the package)
     REFERENCE,
     Daemon,
@@ -66,9 +69,16 @@ TARGETS: dict[tuple[str, int | None], float] = {
     ("h2g", 65520): 1.0,
     ("h2g", 1500): 2.0,
     ("rr", None): 0.8,
+    ("fwd", 65520): 1.0,
 }
 
-KINDS = ("g2h", "h2g", "rr")
+# fwd: host->guest through an API port forward (iperf3 client on the host's 127.0.0.1).
+# idle: g2h with 100 idle API clients connected and a ping to the gateway running; compared
+# with g2h of the same binary (issue 5: >= 90 %, ping p99 < 20 ms), not with slirp4netns, whose
+# network stops while any API client is idle.
+KINDS = ("g2h", "h2g", "rr", "fwd", "idle")
+IDLE_CLIENTS = 100
+FORWARD_PORT = 15201
 
 # Runs in Outer: echo every byte back on one accepted connection. NODELAY so that a 1-byte answer
 # is never held back by Nagle waiting for the ACK of the previous one.
@@ -152,6 +162,7 @@ class Run:
     value: float | None  # Gbit/s or round trips/s; None when the cell failed
     rss_kib: int | None  # the daemon's VmHWM at the end of the run
     reason: str = ""
+    ping_p99_ms: float | None = None  # idle runs: the gateway ping's 99th percentile
 
 
 @dataclass
@@ -344,6 +355,78 @@ def measure_rr(outer: Outer, guest: Guest, duration: float) -> float:
     return float(report["round_trips"]) / float(report["seconds"])
 
 
+def measure_forward(outer: Outer, guest: Guest, api: str, duration: float) -> float:
+    """iperf3 from the host's 127.0.0.1 through a forward to a server in the guest."""
+    server = subprocess.Popen(
+        outer.prefix() + guest.prefix() + ["iperf3", "-s", "-p", str(IPERF_PORT), "-1"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        listening = ["ss", "-Hltn", f"sport = :{IPERF_PORT}"]
+        wait_until(
+            lambda: str(IPERF_PORT).encode() in guest.run(listening, check=False).stdout,
+            LISTEN_TIMEOUT,
+            "iperf3 in the guest",
+        )
+        rule = {
+            "proto": "tcp",
+            "host_addr": "127.0.0.1",
+            "host_port": FORWARD_PORT,
+            "guest_addr": "",
+            "guest_port": IPERF_PORT,
+        }
+        reply = api_request(api, {"execute": "add_hostfwd", "arguments": rule})
+        if b'"return"' not in reply:
+            raise CellFailed(f"add_hostfwd: {reply.decode(errors='replace')}")
+        argv = ["iperf3", "-c", "127.0.0.1", "-p", str(FORWARD_PORT), "-t", f"{duration:g}", "-J"]
+        done = outer.run(argv, timeout=duration + SLACK, check=False)
+    finally:
+        end_process(server)
+    try:
+        report = json.loads(done.stdout)
+        return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
+    except (ValueError, KeyError, TypeError):
+        raise CellFailed(f"iperf3 exited {done.returncode}") from None
+
+
+def measure_idle(
+    outer: Outer, guest: Guest, scenario: Scenario, api: str, duration: float
+) -> tuple[float, float | None]:
+    """g2h with IDLE_CLIENTS API connections open and silent, and the gateway pinged."""
+    clients = []
+    ping = None
+    try:
+        for _ in range(IDLE_CLIENTS):
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            clients.append(sock)
+            sock.settimeout(1)  # slirp4netns's full backlog would block this connect forever
+            try:
+                sock.connect(api)
+            except OSError:
+                break
+        count = max(1, int(duration / 0.05))
+        ping = subprocess.Popen(
+            outer.prefix()
+            + guest.prefix()
+            + ["busybox", "ping", "-i", "0.05", "-c", str(count), "-W", "1", GATEWAY],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        )
+        value = measure_iperf(outer, guest, Scenario("g2h", scenario.mtu), duration)
+        out, _ = ping.communicate(timeout=duration + SLACK)
+        times = sorted(float(t) for t in re.findall(rb"time=([0-9.]+)", out))
+        p99 = times[min(len(times) - 1, int(len(times) * 0.99))] if times else None
+        return value, p99
+    finally:
+        if ping is not None and ping.poll() is None:
+            ping.kill()
+            ping.wait(5)
+        for sock in clients:
+            sock.close()
+
+
 def run_cell(outer: Outer, variant: Variant, scenario: Scenario, args: argparse.Namespace) -> Run:
     guest: Guest | None = None
     daemon: Daemon | None = None
@@ -352,6 +435,9 @@ def run_cell(outer: Outer, variant: Variant, scenario: Scenario, args: argparse.
     try:
         guest = Guest(outer, rootless=args.rootless)
         argv = ["--configure", "--mtu", str(scenario.mtu), "-r", "3", str(guest.pid), "tap0"]
+        api = os.path.join(outer.dir, f"api-{os.getpid()}.sock")
+        if scenario.kind in ("fwd", "idle"):
+            argv = ["-a", api, *argv]
         daemon = Daemon(outer, argv, fds={3: w}, env=dict(variant.env), program=variant.program)
         os.close(w)
         w = -1
@@ -360,8 +446,13 @@ def run_cell(outer: Outer, variant: Variant, scenario: Scenario, args: argparse.
             raise CellFailed(f"not ready ({ready!r}): {last_line(daemon.stderr)}")
         peak = PeakRss(daemon_pid(daemon))
         try:
+            p99 = None
             if scenario.kind == "rr":
                 value = measure_rr(outer, guest, args.duration)
+            elif scenario.kind == "fwd":
+                value = measure_forward(outer, guest, api, args.duration)
+            elif scenario.kind == "idle":
+                value, p99 = measure_idle(outer, guest, scenario, api, args.duration)
             else:
                 value = measure_iperf(outer, guest, scenario, args.duration)
         except CellFailed as e:
@@ -375,7 +466,7 @@ def run_cell(outer: Outer, variant: Variant, scenario: Scenario, args: argparse.
             rss = peak.stop()  # before the daemon is ended: the peak of this run
         if daemon.poll() is not None:
             raise CellFailed(f"daemon exited {daemon.returncode}: {last_line(daemon.stderr)}")
-        return Run(value, rss)
+        return Run(value, rss, ping_p99_ms=p99)
     except CellFailed as e:
         return Run(None, rss, str(e))
     except (TimeoutError, subprocess.TimeoutExpired) as e:
@@ -464,6 +555,34 @@ def table(rows: Sequence[Row], reference: Variant | None) -> str:
     return "\n".join(out)
 
 
+def idle_summary(rows: Sequence[Row]) -> str:
+    """Issue 5: g2h with idle API clients against g2h without, and the gateway ping's p99."""
+    lines = []
+    for row in rows:
+        if row.scenario.kind != "idle" or not row.runs:
+            continue
+        plain = next(
+            (
+                r
+                for r in rows
+                if r.variant == row.variant
+                and r.scenario.kind == "g2h"
+                and r.scenario.mtu == row.scenario.mtu
+            ),
+            None,
+        )
+        idle, base = row.median(), plain.median() if plain else None
+        p99s = sorted(r.ping_p99_ms for r in row.runs if r.ping_p99_ms is not None)
+        share = f"{idle / base:.0%} of g2h" if idle and base else "g2h not measured"
+        ping = f"ping p99 {p99s[len(p99s) // 2]:.2f} ms" if p99s else "no ping answered"
+        lines.append(
+            f"# {row.variant.label} @{row.scenario.mtu}: {IDLE_CLIENTS} idle API clients: "
+            f"{fmt_value(idle, 'Gbit/s')} Gbit/s = {share} (target >= 90 %), {ping} "
+            "(target < 20 ms)"
+        )
+    return "\n".join(lines)
+
+
 # -- main ----------------------------------------------------------------------------------------
 
 
@@ -505,7 +624,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--only",
         action="append",
         metavar="S",
-        help="scenarios: g2h, h2g, rr or KIND@MTU (comma-separated or repeated)",
+        help="scenarios: g2h, h2g, rr, fwd, idle or KIND@MTU (comma-separated or repeated)",
     )
     p.add_argument("--binary", help="our daemon's command (default: python3 -m pyslirp4netns)")
     p.add_argument("--reference", default=REFERENCE, help="slirp4netns binary")
@@ -545,7 +664,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_stop)
     signal.signal(signal.SIGHUP, _raise_stop)
 
-    rows = [Row(s, v) for s in scenarios for v in variants]
+    # idle is compared with the same binary's g2h; slirp4netns's network stops while an API
+    # client is idle (contract §5.1), so its idle cells would only time out.
+    rows = [
+        Row(s, v) for s in scenarios for v in variants if not (s.kind == "idle" and v.reference)
+    ]
     total = len(rows) * args.repeat
     print(
         f"# {platform.node()} {platform.release()}, {os.cpu_count()} CPUs; "
@@ -591,6 +714,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 quietly_close(outer)
     print()
     print(table([r for r in rows if r.runs], reference))
+    print(idle_summary(rows))
     print(f"\n# {time.monotonic() - started:.0f}s; ratio = median(ours) / median(slirp4netns)")
     return 130 if interrupted else 0
 

@@ -185,8 +185,6 @@ class Daemon:
         self.faults = faults_from_env()
         # The other direction gets its own injector: same rates, its own random stream.
         self.faults_out = faults_from_env(seed_offset=1, quiet=True)
-        self._buffer = bytearray(READ_SIZE)
-        self._view = memoryview(self._buffer)
         self._header = vnet.SIZE if tap.vnet_hdr else 0
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._exit_now: str | None = None
@@ -293,21 +291,25 @@ class Daemon:
         return self._read_tap()
 
     def _read_tap(self) -> str | None:
-        buf, view, header = self._buffer, self._view, self._header
+        header = self._header
         fd, stack, faults = self.tap.fd, self.stack, self.faults
         now = time.monotonic()
         stack.policy.nameservers = self.resolv.current(now)  # a stat at most once a second
         while True:
             try:
-                n = os.readv(fd, [buf])
+                # A fresh bytes per frame: immutable, so the stack may keep views of it (a
+                # guest's payload goes to the host socket without being copied again).
+                buf = os.read(fd, READ_SIZE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError as e:
                 if e.errno == errno.EBADFD:  # tap detached (device deleted): nothing to serve
                     return "tap device is gone"
                 raise
+            n = len(buf)
             if n <= header:
                 break
+            view = memoryview(buf)
             # virtio-net header: NEEDS_CSUM/DATA_VALID frames carry no checksum to verify; a UDP
             # GSO super-frame says its datagram size.
             csum_done, gso_size = False, 0

@@ -658,14 +658,12 @@ class Stack:
                 self._mark(flow)
                 return
             self._forget_tcp(flow)  # TIME-WAIT ended by a new SYN: a new incarnation follows
-        if flags & (tcp.SYN | tcp.ACK | tcp.RST) != tcp.SYN:
-            # RFC 9293 §3.10.7.1: a segment of no connection gets a reset (never an RST).
-            answer = reset_for(seg.seq, seg.ack, flags, seg.payload_length)
-            if answer is not None:
-                self._tcp_frame(eth.src, dst, src, seg.dst_port, seg.src_port, answer, 0)
-            return
-        if len(self.tcp_flows) >= TCP_LIMIT:
-            self.dropped["tcp: too many connections"] += 1
+        full = len(self.tcp_flows) >= TCP_LIMIT
+        if flags & (tcp.SYN | tcp.ACK | tcp.RST) != tcp.SYN or full:
+            # RFC 9293 §3.10.7.1: a segment of no connection gets a reset (never an RST); so
+            # does a SYN when the table is full.
+            if full:
+                self.dropped["tcp: too many connections"] += 1
             answer = reset_for(seg.seq, seg.ack, flags, seg.payload_length)
             if answer is not None:
                 self._tcp_frame(eth.src, dst, src, seg.dst_port, seg.src_port, answer, 0)
@@ -675,7 +673,7 @@ class Stack:
         if isinstance(decision, Deny):
             self._refuse(eth.src, src, dst, original)
             return
-        mss = self.mtu - (ipv4.SIZE if len(src) == 4 else ipv6.SIZE) - tcp.SIZE
+        mss, max_segment = self._tcp_sizes(len(src) == 4)
         conn = TcpConnection.accept(
             irs=seg.seq,
             peer_window=seg.window,
@@ -683,20 +681,31 @@ class Stack:
             iss=int(self._rng() * 2**32),
             now=now,
             mss=mss,
-            max_segment=GSO_MAX_SEGMENT if self.vnet_hdr else mss,
+            max_segment=max_segment,
             rcv_buffer=TCP_RCV_BUFFER,
             snd_buffer=TCP_SND_BUFFER,
         )
-        conn.delayed_ack = DELAYED_ACK
-        self._next_flow += 1
-        flow = TcpFlow(self._next_flow, conn, key, eth.src, original)
-        self.tcp_flows[key] = flow
-        self.tcp_by_id[flow.id] = flow
+        flow = self._add_tcp_flow(conn, key, eth.src, original)
         scope = self.policy.nameservers.v6_scope if decision.port == 53 else 0
         self.requests.append(
             StreamConnect(flow.id, decision.family, decision.addr, decision.port, scope)
         )
+
+    def _tcp_sizes(self, v4: bool) -> tuple[int, int]:
+        """Our MSS from the MTU, and the largest burst a segment may carry (GSO or not)."""
+        mss = self.mtu - (ipv4.SIZE if v4 else ipv6.SIZE) - tcp.SIZE
+        return mss, GSO_MAX_SEGMENT if self.vnet_hdr else mss
+
+    def _add_tcp_flow(
+        self, conn: TcpConnection, key: tuple[bytes, int, bytes, int], mac: bytes, original: bytes
+    ) -> TcpFlow:
+        conn.delayed_ack = DELAYED_ACK
+        self._next_flow += 1
+        flow = TcpFlow(self._next_flow, conn, key, mac, original)
+        self.tcp_flows[key] = flow
+        self.tcp_by_id[flow.id] = flow
         self._mark(flow)
+        return flow
 
     def _mark(self, flow: TcpFlow) -> None:
         """The flow has something for ``flush``: segments, host work or a new deadline."""
@@ -823,23 +832,17 @@ class Stack:
             key = (guest, guest_port, remote, remote_port)
         else:
             return None
-        mss = self.mtu - (ipv4.SIZE if len(guest) == 4 else ipv6.SIZE) - tcp.SIZE
+        mss, max_segment = self._tcp_sizes(len(guest) == 4)
         conn = TcpConnection.connect(
             iss=int(self._rng() * 2**32),
             now=now,
             mss=mss,
-            max_segment=GSO_MAX_SEGMENT if self.vnet_hdr else mss,
+            max_segment=max_segment,
             rcv_buffer=TCP_RCV_BUFFER,
             snd_buffer=TCP_SND_BUFFER,
         )
-        conn.delayed_ack = DELAYED_ACK
-        self._next_flow += 1
         table = self.neighbours if len(guest) == 4 else self.neighbours6
-        flow = TcpFlow(self._next_flow, conn, key, table.get(guest, UNKNOWN_MAC), b"")
-        self.tcp_flows[key] = flow
-        self.tcp_by_id[flow.id] = flow
-        self._mark(flow)
-        return flow.id
+        return self._add_tcp_flow(conn, key, table.get(guest, UNKNOWN_MAC), b"").id
 
     def udp_forward_flow(
         self, guest: bytes, guest_port: int, remote: bytes, remote_port: int, now: float

@@ -378,7 +378,7 @@ class TcpConnection:
         self.snd_buffer = max(0, snd_buffer)
         self.snd_wscale = 0  # the guest's shift, applied to windows it sends (RFC 7323 §2.3)
         self.rcv_wscale = 0  # our shift, applied to windows we send
-        self.to_host: deque[bytes] = deque()
+        self.to_host: deque[bytes | memoryview] = deque()
         self.to_host_bytes = 0
         self.shutdown_host = False
         self.reset = False
@@ -527,9 +527,12 @@ class TcpConnection:
             if n:
                 to_host = self.to_host
                 if n < COALESCE_BELOW and to_host and len(to_host[-1]) < COALESCE_BELOW:
-                    to_host[-1] += payload  # tiny segments: bound the per-chunk overhead
+                    # tiny segments: bound the per-chunk overhead
+                    to_host[-1] = bytes(to_host[-1]) + bytes(payload)
+                elif type(payload) is memoryview and payload.readonly:
+                    to_host.append(payload)  # a view of immutable bytes: kept without a copy
                 else:
-                    to_host.append(bytes(payload))
+                    to_host.append(bytes(payload))  # the shell's reused buffer: copied
                 self.to_host_bytes += n
                 self.rcv_nxt = (seq + n) & MASK
                 # RFC 9293 §3.8.6.3 / RFC 1122 §4.2.3.2: a little data may wait a moment for
@@ -833,7 +836,7 @@ class TcpConnection:
                 data = bytes(payload) if start == 0 and end == n else bytes(payload[start:end])
                 to_host = self.to_host
                 if len(data) < COALESCE_BELOW and to_host and len(to_host[-1]) < COALESCE_BELOW:
-                    to_host[-1] += data
+                    to_host[-1] = bytes(to_host[-1]) + data
                 else:
                     to_host.append(data)
                 self.to_host_bytes += end - start

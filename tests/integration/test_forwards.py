@@ -4,47 +4,26 @@ they are as slirp4netns shows them, UDP round-trips, IPv6, and the same against 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from rig import REFERENCE, Background, Remote
+from programs import PROGRAMS, TCP_TOOL, UDP_CLIENT, UDP_SERVER, api_request
+from rig import Background, Remote
 
 pytestmark = pytest.mark.timeout(180)
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-TCP_TOOL = [sys.executable, str(TOOLS / "tcp_tool.py")]
-UDP_SERVER = [sys.executable, str(TOOLS / "udp_server.py")]
-UDP_CLIENT = [sys.executable, str(TOOLS / "udp_client.py")]
-PROGRAMS = [
-    pytest.param(None, id="pyslirp4netns"),
-    pytest.param(
-        [REFERENCE],
-        id="slirp4netns",
-        marks=pytest.mark.skipif(not os.path.exists(REFERENCE), reason="no reference"),
-    ),
-]
-SLAAC_WAIT = (
+SLAAC_WAIT = (  # our own fd00::100, not SLAAC's: until it is usable
     "for i in $(seq 100); do ip -6 addr show dev tap0 | grep -q 'fd00::100' && "
     "! ip -6 addr show dev tap0 | grep -q tentative && exit 0; sleep 0.1; done; exit 1"
 )
 
 
 def api(path: str, request: dict[str, object]) -> dict[str, object]:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
-        sock.connect(path)
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        sock.shutdown(socket.SHUT_WR)
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    reply: dict[str, object] = json.loads(data)
+    reply: dict[str, object] = json.loads(api_request(path, request))
     return reply
 
 

@@ -6,22 +6,14 @@ say so once on stderr instead of faking an answer. The same scenarios run agains
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
-from rig import REFERENCE, Remote, is_reference
+from programs import PROGRAMS, SLAAC_WAIT
+from rig import Remote, is_reference
 
 pytestmark = pytest.mark.timeout(120)
 
-PROGRAMS = [
-    pytest.param(None, id="pyslirp4netns"),
-    pytest.param(
-        [REFERENCE],
-        id="slirp4netns",
-        marks=pytest.mark.skipif(not os.path.exists(REFERENCE), reason="no reference"),
-    ),
-]
 RANGE = "net.ipv4.ping_group_range"
 
 
@@ -81,10 +73,7 @@ def test_unprivileged_daemon_without_ping_sockets(slirp, remote, unpriv, program
 def test_ipv6_ping_to_a_remote_host(slirp, remote) -> None:
     """slirp4netns can't ("external icmpv6 not supported yet"); we can, with a raw socket."""
     guest, daemon = slirp(None, extra=["--enable-ipv6"], rootless=False)
-    guest.sh(
-        "for i in $(seq 100); do ip -6 addr show dev tap0 scope global | grep -q inet6 && "
-        "! ip -6 addr show dev tap0 | grep -q tentative && exit 0; sleep 0.1; done; exit 1"
-    )
+    guest.sh(SLAAC_WAIT)
     out = pings(guest, Remote.REMOTE6, "-6")
     assert "3 packets received" in out, out + daemon.stderr
     assert "3 packets received" in pings(guest, "fd00::2", "-6")

@@ -6,25 +6,17 @@ against it too.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from rig import REFERENCE, Background, is_reference
+from programs import PROGRAMS, SLAAC_WAIT, TCP_TOOL
+from rig import Background, is_reference
 
 pytestmark = pytest.mark.timeout(900)
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-TOOL = [sys.executable, str(TOOLS / "tcp_tool.py")]
-REFERENCE_PARAM = pytest.param(
-    [REFERENCE],
-    id="slirp4netns",
-    marks=pytest.mark.skipif(not os.path.exists(REFERENCE), reason="no reference"),
-)
-PROGRAMS = [pytest.param(None, id="pyslirp4netns"), REFERENCE_PARAM]
+TOOL = TCP_TOOL
 MiB = 1 << 20
 
 
@@ -208,12 +200,6 @@ def test_iperf3_both_directions(slirp, outer, program, mtu) -> None:
             assert b"receiver" in run.stdout, run.stdout.decode() + daemon.stderr
     finally:
         server.close()
-
-
-SLAAC_WAIT = (
-    "for i in $(seq 100); do ip -6 addr show dev tap0 scope global | grep -q inet6 && "
-    "! ip -6 addr show dev tap0 | grep -q tentative && exit 0; sleep 0.1; done; exit 1"
-)
 
 
 def test_ipv6_guest_reaches_host_ipv6_loopback(slirp, tcp_server) -> None:

@@ -7,30 +7,15 @@ on ours alone is ours to fix.
 from __future__ import annotations
 
 import json
-import os
-import sys
 import time
-from pathlib import Path
 
 import pytest
-from rig import REFERENCE, Background, Remote, is_reference
+from programs import PROGRAMS, SLAAC_WAIT, UDP_CLIENT, UDP_SERVER
+from rig import Background, Remote, is_reference
 
 pytestmark = pytest.mark.timeout(600)
 
-TOOLS = Path(__file__).resolve().parents[1] / "tools"
-SERVER = [sys.executable, str(TOOLS / "udp_server.py")]
-CLIENT = [sys.executable, str(TOOLS / "udp_client.py")]
-REFERENCE_PARAM = pytest.param(
-    [REFERENCE],
-    id="slirp4netns",
-    marks=pytest.mark.skipif(not os.path.exists(REFERENCE), reason="no reference"),
-)
-PROGRAMS = [pytest.param(None, id="pyslirp4netns"), REFERENCE_PARAM]
-# Until the guest has a usable (non-tentative) SLAAC address from our Router Advertisement.
-SLAAC_WAIT = (
-    "for i in $(seq 100); do ip -6 addr show dev tap0 scope global | grep -q inet6 && "
-    "! ip -6 addr show dev tap0 | grep -q tentative && exit 0; sleep 0.1; done; exit 1"
-)
+SERVER, CLIENT = UDP_SERVER, UDP_CLIENT
 
 
 @pytest.fixture

@@ -1,0 +1,45 @@
+"""What several integration tests share: the binaries a scenario runs against, a wait for the
+guest's IPv6 address, and a one-shot client of the JSON API."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+from rig import REFERENCE
+
+TOOLS = Path(__file__).resolve().parent / "tools"
+TCP_TOOL = [sys.executable, str(TOOLS / "tcp_tool.py")]
+UDP_SERVER = [sys.executable, str(TOOLS / "udp_server.py")]
+UDP_CLIENT = [sys.executable, str(TOOLS / "udp_client.py")]
+
+REFERENCE_PARAM = pytest.param(
+    [REFERENCE],
+    id="slirp4netns",
+    marks=pytest.mark.skipif(not os.path.exists(REFERENCE), reason="no reference"),
+)
+# The same scenario against ours (program None: the rig's default) and slirp4netns.
+PROGRAMS = [pytest.param(None, id="pyslirp4netns"), REFERENCE_PARAM]
+
+# Until tap0 has a usable (non-tentative) global IPv6 address from our Router Advertisement.
+SLAAC_WAIT = (
+    "for i in $(seq 100); do ip -6 addr show dev tap0 scope global | grep -q inet6 && "
+    "! ip -6 addr show dev tap0 | grep -q tentative && exit 0; sleep 0.1; done; exit 1"
+)
+
+
+def api_request(path: str, request: dict[str, object]) -> bytes:
+    """One request on the API socket as podman sends it (JSON, newline, half-close)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(json.dumps(request).encode() + b"\n")
+        sock.shutdown(socket.SHUT_WR)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        return data
