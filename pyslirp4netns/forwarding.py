@@ -23,7 +23,7 @@ from typing import Protocol
 
 from pyslirp4netns.config import Config
 from pyslirp4netns.hostsockets import HostDatagrams, HostStreams, Watch
-from pyslirp4netns.ndp import GATEWAY6
+from pyslirp4netns.nat import seen_by_guest
 from pyslirp4netns.stack import Stack
 
 ACCEPTS_PER_WAKEUP = 64
@@ -76,21 +76,6 @@ class PortForwarding:
         self.listening.clear()
 
     # -- who the guest sees --------------------------------------------------------------
-    def _seen_as(self, guest: bytes, client: str) -> bytes:
-        address = ipaddress.ip_address(client.split("%", 1)[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        local = address.is_loopback or address.is_unspecified
-        if len(guest) == 4:
-            if local or address.version != 4:
-                return self.gateway
-            return address.packed
-        if local:
-            return GATEWAY6
-        if address.version == 4:
-            return ipaddress.IPv6Address(f"::ffff:{address}").packed
-        return address.packed
-
     def _guest(self, rule: Rule) -> bytes:
         """The guest address; "0.0.0.0" means the first DHCP address, as in libslirp."""
         address = ipaddress.ip_address(rule.guest_addr).packed
@@ -107,7 +92,7 @@ class PortForwarding:
             except OSError:
                 return None  # e.g. EMFILE: the client waits in the backlog
             now = time.monotonic()
-            remote = self._seen_as(guest, str(peer[0]))
+            remote = seen_by_guest(str(peer[0]), guest, self.gateway)
             flow = self.stack.tcp_open_to_guest(guest, rule.guest_port, remote, int(peer[1]), now)
             if flow is None:
                 sock.close()
@@ -125,7 +110,7 @@ class PortForwarding:
             except OSError:
                 continue  # an ICMP error from an earlier reply: not this datagram's business
             now = time.monotonic()
-            remote = self._seen_as(guest, str(peer[0]))
+            remote = seen_by_guest(str(peer[0]), guest, self.gateway)
             flow, _ = self.stack.udp_forward_flow(guest, rule.guest_port, remote, int(peer[1]), now)
             self.datagrams.adopt(flow, rule.sock, peer)
             self.stack.udp_received(flow, data, now)

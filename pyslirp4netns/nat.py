@@ -250,3 +250,23 @@ def parse_resolv_conf(text: str) -> tuple[list[str], list[str]]:
             continue
         (v4 if parsed.version == 4 else v6).append(value)
     return v4, v6
+
+
+def seen_by_guest(client: str, guest: bytes, gateway: bytes) -> bytes:
+    """The address a port forward's host ``client`` has in the guest's eyes (contract §3.7).
+
+    A client on host loopback (or 0.0.0.0) appears as the gateway: N+2, or fd00::2 for an
+    IPv6 guest address. Any other client keeps its address (IPv4 inside ::ffff:0:0/96 for an
+    IPv6 guest; an IPv6 client of an IPv4 guest can only appear as the gateway).
+    """
+    address = ipaddress.ip_address(client.split("%", 1)[0])
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    local = address.is_loopback or address.is_unspecified
+    if len(guest) == 4:
+        return gateway if local or address.version != 4 else address.packed
+    if local:
+        return GATEWAY6
+    if address.version == 4:
+        return IPv6Address(f"::ffff:{address}").packed
+    return address.packed

@@ -18,6 +18,7 @@ from pyslirp4netns.nat import (
     Nameservers,
     Policy,
     parse_resolv_conf,
+    seen_by_guest,
 )
 
 BASE = Config(target="1", pid=1, enable_ipv6=True)
@@ -130,3 +131,25 @@ def test_parse_resolv_conf() -> None:
         "nameserver bogus\nnameserver 192.0.2.1 trailing\noptions edns0\n"
     )
     assert parse_resolv_conf(text) == (["127.0.0.53", "192.0.2.1"], ["fe80::1%eth0"])
+
+
+@pytest.mark.parametrize(
+    ("client", "guest", "seen"),
+    [
+        ("127.0.0.1", "10.0.2.100", "10.0.2.2"),
+        ("127.5.5.5", "10.0.2.100", "10.0.2.2"),
+        ("0.0.0.0", "10.0.2.100", "10.0.2.2"),
+        ("::ffff:127.0.0.1", "10.0.2.100", "10.0.2.2"),
+        ("198.51.100.10", "10.0.2.100", "198.51.100.10"),
+        ("2001:db8::10", "10.0.2.100", "10.0.2.2"),
+        ("::1", "fd00::100", "fd00::2"),
+        ("127.0.0.1", "fd00::100", "fd00::2"),
+        ("2001:db8::10", "fd00::100", "2001:db8::10"),
+        ("198.51.100.10", "fd00::100", "::ffff:198.51.100.10"),
+        ("fe80::1%eth0", "fd00::100", "fe80::1"),
+    ],
+)
+def test_forward_client_as_the_guest_sees_it(client: str, guest: str, seen: str) -> None:
+    gateway = ip_address("10.0.2.2").packed
+    got = seen_by_guest(client, ip_address(guest).packed, gateway)
+    assert got == ip_address(seen).packed
