@@ -621,12 +621,19 @@ class Stack:
             self.dropped["policy: denied (no ICMP for multicast or broadcast)"] += 1
             return
         self.dropped["policy: denied"] += 1
-        if len(src) == 4:
-            message = icmpv4.dest_unreachable(icmpv4.NET_UNREACHABLE, original)
-            self._send_ipv4(mac, self.gateway, src, ipv4.PROTO_ICMP, message, b"", 64)
+        self._unreachable(mac, src, original, host=False)
+
+    def _unreachable(self, mac: bytes, guest: bytes, original: Buffer, host: bool) -> None:
+        """ICMP net (or, with ``host``, host/address) unreachable from the gateway to
+        ``guest`` about its packet ``original``, as slirp4netns answers a failed connect."""
+        if len(guest) == 4:
+            code = icmpv4.HOST_UNREACHABLE if host else icmpv4.NET_UNREACHABLE
+            message = icmpv4.dest_unreachable(code, original)
+            self._send_ipv4(mac, self.gateway, guest, ipv4.PROTO_ICMP, message, b"", 64)
         else:
-            message = icmpv6.dest_unreachable(ndp.GATEWAY6, src, icmpv6.NO_ROUTE, original)
-            self._send_ipv6(mac, ndp.GATEWAY6, src, IPPROTO_ICMPV6, message, 64)
+            code = icmpv6.ADDRESS_UNREACHABLE if host else icmpv6.NO_ROUTE
+            message = icmpv6.dest_unreachable(ndp.GATEWAY6, guest, code, original)
+            self._send_ipv6(mac, ndp.GATEWAY6, guest, IPPROTO_ICMPV6, message, 64)
 
     # -- TCP: guest connections through host sockets ---------------------------------------
     def _tcp(
@@ -889,16 +896,7 @@ class Stack:
         flow.conn.host_failed(now)
         self._forget_tcp(flow)
         self.requests.append(StreamClose(flow.id))
-        if len(flow.guest) == 4:
-            code = icmpv4.HOST_UNREACHABLE if host_unreachable else icmpv4.NET_UNREACHABLE
-            message = icmpv4.dest_unreachable(code, flow.original)
-            self._send_ipv4(
-                flow.guest_mac, self.gateway, flow.guest, ipv4.PROTO_ICMP, message, b"", 64
-            )
-        else:
-            code = icmpv6.ADDRESS_UNREACHABLE if host_unreachable else icmpv6.NO_ROUTE
-            message = icmpv6.dest_unreachable(ndp.GATEWAY6, flow.guest, code, flow.original)
-            self._send_ipv6(flow.guest_mac, ndp.GATEWAY6, flow.guest, IPPROTO_ICMPV6, message, 64)
+        self._unreachable(flow.guest_mac, flow.guest, flow.original, host_unreachable)
 
     def tcp_host_data(self, flow_id: int, data: bytes, now: float) -> None:
         flow = self.tcp_by_id.get(flow_id)

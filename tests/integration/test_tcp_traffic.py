@@ -223,3 +223,13 @@ def test_tcp_to_the_dns_alias_reaches_the_resolver(slirp, tcp_server, program) -
     guest, daemon = slirp(program)
     out = guest.run([*TOOL, "send", "10.0.2.3", "53", "--size", "1000"])
     assert out.stdout.decode().split() == ["1000", digest(1000)], daemon.stderr
+
+
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_unroutable_destination_is_network_unreachable_at_once(slirp, program) -> None:
+    """The host connect fails (the outer namespace has no route): ICMP from the gateway, so the
+    guest's connect fails at once instead of timing out (contract §3.4)."""
+    guest, _ = slirp(program)
+    outcome = guest.run([*TOOL, "connect", "198.51.100.99", "80", "--timeout", "10"])
+    name, ms = outcome.stdout.decode().split()
+    assert name == "OSError" and float(ms) < 2000, outcome.stdout
