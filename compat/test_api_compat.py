@@ -14,16 +14,15 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from programs import ask, read_all
 from rig import REFERENCE, Daemon, Guest, User, read_ready
 
 pytestmark = [
@@ -219,36 +218,6 @@ COMMON: list[tuple[bytes, bool]] = [
 
 
 # -- driving a daemon -------------------------------------------------------------------------
-def read_all(sock: socket.socket) -> bytes:
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass  # closed with our bytes unread (too large message): what came before stands
-    return data
-
-
-def ask(path: str, request: bytes, half_close: bool = True, timeout: float = 5) -> bytes:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(request)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-        return read_all(sock)
-
-
-@pytest.fixture
-def api_dir() -> Iterator[Path]:
-    path = Path(tempfile.mkdtemp(prefix="apic-", dir="/tmp"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 Start = Callable[..., tuple[Guest, Daemon]]
 
 

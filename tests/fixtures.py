@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -111,3 +114,14 @@ def slirp(
         return guest, daemon
 
     return start
+
+
+@pytest.fixture
+def api_dir() -> Iterator[Path]:
+    """A short directory for API sockets (sun_path holds 107 bytes), readable in Outer."""
+    path = Path(tempfile.mkdtemp(prefix="api-", dir="/tmp"))
+    path.chmod(0o755)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -32,14 +32,28 @@ SLAAC_WAIT = (
 )
 
 
-def api_request(path: str, request: dict[str, object]) -> bytes:
-    """One request on the API socket as podman sends it (JSON, newline, half-close)."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(5)
-        sock.connect(path)
-        sock.sendall(json.dumps(request).encode() + b"\n")
-        sock.shutdown(socket.SHUT_WR)
-        data = b""
+def read_all(sock: socket.socket) -> bytes:
+    """Everything until EOF; a reset after the server's reply leaves what came before."""
+    data = b""
+    try:
         while chunk := sock.recv(65536):
             data += chunk
-        return data
+    except ConnectionResetError:
+        pass  # closed with our bytes unread (e.g. too large message): the reply stands
+    return data
+
+
+def ask(path: str, request: bytes, half_close: bool = True, timeout: float = 5) -> bytes:
+    """One raw request on the API socket at ``path``; the whole reply."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        sock.sendall(request)
+        if half_close:
+            sock.shutdown(socket.SHUT_WR)
+        return read_all(sock)
+
+
+def api_request(path: str, request: dict[str, object]) -> bytes:
+    """One request as podman sends it (JSON, newline, half-close)."""
+    return ask(path, json.dumps(request).encode() + b"\n")

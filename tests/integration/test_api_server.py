@@ -12,18 +12,17 @@ import os
 import random
 import re
 import select
-import shutil
 import signal
 import socket
 import statistics
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
+from programs import ask, read_all
 from rig import Daemon, Guest, Outer, User, read_ready
 
 pytestmark = pytest.mark.timeout(300)
@@ -76,37 +75,6 @@ def entries(*items: str) -> bytes:
 
 
 # -- clients -----------------------------------------------------------------------------------
-def read_all(sock: socket.socket) -> bytes:
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass  # the server closed with our unsent/unread bytes pending: data so far stands
-    return data
-
-
-def ask(path: str, request: bytes, half_close: bool = True, timeout: float = 5) -> bytes:
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        sock.sendall(request)
-        if half_close:
-            sock.shutdown(socket.SHUT_WR)
-        return read_all(sock)
-
-
-@pytest.fixture
-def api_dir() -> Iterator[Path]:
-    """A short path (sun_path holds 107 bytes) that the daemon inside Outer also sees."""
-    path = Path(tempfile.mkdtemp(prefix="api-", dir="/tmp"))
-    path.chmod(0o755)
-    try:
-        yield path
-    finally:
-        shutil.rmtree(path, ignore_errors=True)
-
-
 Start = Callable[..., tuple[Guest, Daemon]]
 
 

@@ -4,9 +4,7 @@ they are as slirp4netns shows them, UDP round-trips, IPv6, and the same against 
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -43,13 +41,8 @@ def add(path: str, proto: str, host: str, host_port: int, guest: str, guest_port
 
 
 @pytest.fixture
-def api_path() -> Iterator[str]:
-    directory = Path(tempfile.mkdtemp(prefix="fwd-", dir="/tmp"))
-    directory.chmod(0o755)
-    try:
-        yield str(directory / "api.sock")
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+def api_path(api_dir: Path) -> str:
+    return str(api_dir / "api.sock")
 
 
 @pytest.fixture
