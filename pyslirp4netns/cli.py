@@ -633,6 +633,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = parse(argv[1:], argv[0] if argv else "pyslirp4netns")
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
-    from pyslirp4netns.daemon import run  # the runtime is imported only once parsing succeeded
+    from pyslirp4netns.shell.daemon import (
+        run,  # the runtime is imported only once parsing succeeded
+    )
 
     return run(config)

@@ -45,10 +45,10 @@ import heapq
 from collections import Counter
 from collections.abc import Callable
 
-from pyslirp4netns import events, ndp
 from pyslirp4netns.config import Config
-from pyslirp4netns.dhcp import DhcpServer
-from pyslirp4netns.events import (
+from pyslirp4netns.core import events, ndp
+from pyslirp4netns.core.dhcp import DhcpServer
+from pyslirp4netns.core.events import (
     DatagramClose,
     DatagramOpen,
     DatagramSend,
@@ -58,8 +58,8 @@ from pyslirp4netns.events import (
     StreamShutdown,
     StreamWrite,
 )
-from pyslirp4netns.fragments import Reassembler, fragment_ipv4
-from pyslirp4netns.nat import (
+from pyslirp4netns.core.fragments import Reassembler, fragment_ipv4
+from pyslirp4netns.core.nat import (
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
     IPPROTO_TCP,
@@ -69,7 +69,7 @@ from pyslirp4netns.nat import (
     FlowTable,
     Policy,
 )
-from pyslirp4netns.tcp import Segment, TcpConnection, TcpState, reset_for
+from pyslirp4netns.core.tcp import Segment, TcpConnection, TcpState, reset_for
 from pyslirp4netns.wire import arp, dhcp, ethernet, icmpv4, icmpv6, ipv4, ipv6, tcp, udp, vnet
 from pyslirp4netns.wire.codec import Buffer, WireError
 

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from pyslirp4netns.api import (
+from pyslirp4netns.core.api import (
     ADD_FAILED,
     MAX_REQUEST,
     AddHostfwd,
@@ -42,7 +42,7 @@ from pyslirp4netns.api import (
     RemoveHostfwd,
     Rule,
 )
-from pyslirp4netns.netns import log
+from pyslirp4netns.shell.netns import log
 
 IDLE_TIMEOUT = 5.0  # seconds from accept to reply, at most
 MAX_CLIENTS = 1024  # open API connections; more are closed on accept

@@ -25,16 +25,15 @@ import sys
 import time
 from collections.abc import Callable
 
-from pyslirp4netns import events
-from pyslirp4netns.api import Api
-from pyslirp4netns.apiserver import ApiServer, Forwarding, Watch
 from pyslirp4netns.config import Config
-from pyslirp4netns.dns import ResolvConf
-from pyslirp4netns.faults import ENV as FAULTS_ENV
-from pyslirp4netns.faults import FaultInjector
-from pyslirp4netns.forwarding import PortForwarding
-from pyslirp4netns.hostsockets import HostDatagrams, HostStreams
-from pyslirp4netns.netns import (
+from pyslirp4netns.core import events
+from pyslirp4netns.core.api import Api
+from pyslirp4netns.core.stack import Stack
+from pyslirp4netns.shell.apiserver import ApiServer, Forwarding, Watch
+from pyslirp4netns.shell.faults import ENV as FAULTS_ENV
+from pyslirp4netns.shell.faults import FaultInjector
+from pyslirp4netns.shell.forwards import PortForwarding
+from pyslirp4netns.shell.netns import (
     CLONE_NEWUSER,
     StartupError,
     Tap,
@@ -43,7 +42,8 @@ from pyslirp4netns.netns import (
     log,
     tap_from_fd,
 )
-from pyslirp4netns.stack import Stack
+from pyslirp4netns.shell.resolv import ResolvConf
+from pyslirp4netns.shell.streams import HostDatagrams, HostStreams
 from pyslirp4netns.wire import vnet
 from pyslirp4netns.wire.codec import Buffer
 

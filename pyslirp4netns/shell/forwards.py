@@ -22,9 +22,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from pyslirp4netns.config import Config
-from pyslirp4netns.hostsockets import HostDatagrams, HostStreams, Watch
-from pyslirp4netns.nat import seen_by_guest
-from pyslirp4netns.stack import Stack
+from pyslirp4netns.core.nat import seen_by_guest
+from pyslirp4netns.core.stack import Stack
+from pyslirp4netns.shell.streams import HostDatagrams, HostStreams, Watch
 
 ACCEPTS_PER_WAKEUP = 64
 

@@ -212,7 +212,7 @@ def _enter_and_open(
     _join(netns_path(config), CLONE_NEWNET, "setns(CLONE_NEWNET)")
     tap, note = open_tap(config.tapname, want_offload)
     if config.configure:
-        from pyslirp4netns.configure import configure
+        from pyslirp4netns.shell.configure import configure
 
         try:
             configure(config, tap.name)

@@ -12,7 +12,7 @@ import ipaddress
 import os
 import socket
 
-from pyslirp4netns.nat import Nameservers, parse_resolv_conf
+from pyslirp4netns.core.nat import Nameservers, parse_resolv_conf
 
 RESOLV_CONF = "/etc/resolv.conf"
 RESOLVED_UPSTREAM = "/run/systemd/resolve/resolv.conf"

@@ -10,7 +10,7 @@ import sys
 import pytest
 from rig import read_ready
 
-from pyslirp4netns.fragments import fragment_ipv4
+from pyslirp4netns.core.fragments import fragment_ipv4
 from pyslirp4netns.wire import arp, dhcp, ethernet, icmpv4, icmpv6, ipv4, ipv6, tcp, udp
 
 pytestmark = pytest.mark.timeout(180)

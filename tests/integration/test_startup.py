@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from rig import Daemon, Guest, Outer, User, binary, read_ready, wait_until
 
-from pyslirp4netns import netns
+from pyslirp4netns.shell import netns
 
 pytestmark = pytest.mark.timeout(120)
 

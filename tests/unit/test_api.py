@@ -25,7 +25,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pyslirp4netns.api import (
+from pyslirp4netns.config import Config
+from pyslirp4netns.core.api import (
     ADD_FAILED,
     ERR_GUEST_ADDR,
     ERR_GUEST_PORT,
@@ -48,8 +49,7 @@ from pyslirp4netns.api import (
     RemoveHostfwd,
     Rule,
 )
-from pyslirp4netns.apiserver import ApiServer, bind_listener
-from pyslirp4netns.config import Config
+from pyslirp4netns.shell.apiserver import ApiServer, bind_listener
 
 CONFIG = Config(target="1")
 CONFIG6 = Config(target="1", enable_ipv6=True)

@@ -937,14 +937,14 @@ def test_stdout_is_flushed_before_parse_returns(run: Callable[..., Outcome]) -> 
 @pytest.fixture
 def fake_daemon(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
     seen: list[Config] = []
-    module = types.ModuleType("pyslirp4netns.daemon")
+    module = types.ModuleType("pyslirp4netns.shell.daemon")
 
     def run(config: Config) -> int:
         seen.append(config)
         return 42
 
     module.run = run  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "pyslirp4netns.daemon", module)
+    monkeypatch.setitem(sys.modules, "pyslirp4netns.shell.daemon", module)
     return seen
 
 

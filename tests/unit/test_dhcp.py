@@ -5,7 +5,7 @@ from __future__ import annotations
 from ipaddress import ip_address
 
 from pyslirp4netns.config import Config
-from pyslirp4netns.dhcp import DhcpServer
+from pyslirp4netns.core.dhcp import DhcpServer
 from pyslirp4netns.wire import dhcp
 
 CONFIG = Config(target="1", pid=1)

@@ -6,7 +6,7 @@ import os
 from ipaddress import ip_address
 from pathlib import Path
 
-from pyslirp4netns.dns import ResolvConf, nameservers_from
+from pyslirp4netns.shell.resolv import ResolvConf, nameservers_from
 
 
 def test_first_server_of_each_family(tmp_path: Path) -> None:

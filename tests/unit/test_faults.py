@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pyslirp4netns.faults import SPARE, FaultInjector
+from pyslirp4netns.shell.faults import SPARE, FaultInjector
 
 FRAMES = [bytes([i % 256]) * 200 + i.to_bytes(4, "big") for i in range(10_000)]
 

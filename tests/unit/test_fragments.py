@@ -1,4 +1,4 @@
-"""Fragment reassembly and fragmentation (pyslirp4netns.fragments): bounded, strict, exact.
+"""Fragment reassembly and fragmentation (pyslirp4netns.core.fragments): bounded, strict, exact.
 
 Run as a script for the timing figures: ``python tests/unit/test_fragments.py``.
 """
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from pyslirp4netns.fragments import (
+from pyslirp4netns.core.fragments import (
     FRAGMENT_OVERHEAD,
     Reassembler,
     fragment_ipv4,

@@ -9,7 +9,7 @@ from ipaddress import IPv4Network, ip_address
 import pytest
 
 from pyslirp4netns.config import Config
-from pyslirp4netns.nat import (
+from pyslirp4netns.core.nat import (
     IPPROTO_ICMP,
     IPPROTO_TCP,
     IPPROTO_UDP,

@@ -7,7 +7,7 @@ from dataclasses import replace
 import pytest
 
 from pyslirp4netns.config import Config
-from pyslirp4netns.stack import Stack
+from pyslirp4netns.core.stack import Stack
 from pyslirp4netns.wire import arp, ethernet, icmpv4, ipv4
 
 GUEST_MAC = bytes.fromhex("020000000001")

@@ -9,12 +9,12 @@ from dataclasses import replace
 
 import pytest
 
-from pyslirp4netns import events, ndp
 from pyslirp4netns.config import Config
-from pyslirp4netns.events import DatagramClose, DatagramOpen, DatagramSend, Log
-from pyslirp4netns.fragments import Reassembler, fragment_ipv4
-from pyslirp4netns.nat import Nameservers
-from pyslirp4netns.stack import DNS_TIMEOUT, UDP_TIMEOUT, Stack
+from pyslirp4netns.core import events, ndp
+from pyslirp4netns.core.events import DatagramClose, DatagramOpen, DatagramSend, Log
+from pyslirp4netns.core.fragments import Reassembler, fragment_ipv4
+from pyslirp4netns.core.nat import Nameservers
+from pyslirp4netns.core.stack import DNS_TIMEOUT, UDP_TIMEOUT, Stack
 from pyslirp4netns.wire import ethernet, icmpv4, icmpv6, ipv4, ipv6, udp, vnet
 from pyslirp4netns.wire.codec import pseudo_sum
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyslirp4netns.tcp import (
+from pyslirp4netns.core.tcp import (
     CONNECT_TIMEOUT,
     FIN_WAIT_2_TIMEOUT,
     MASK,
@@ -1378,7 +1378,7 @@ def test_send_buffer_views_match_a_flat_copy(
     chunks: list[bytes], ops: list[tuple[int, int]]
 ) -> None:
     """SendBuffer (chunks, consumed from the front) reads like one flat byte string."""
-    from pyslirp4netns.tcp import SendBuffer
+    from pyslirp4netns.core.tcp import SendBuffer
 
     buf = SendBuffer()
     flat = b""
