@@ -42,7 +42,7 @@ from pyslirp4netns.core.api import (
     RemoveHostfwd,
     Rule,
 )
-from pyslirp4netns.shell.netns import log
+from pyslirp4netns.shell.errors import log
 
 IDLE_TIMEOUT = 5.0  # seconds from accept to reply, at most
 MAX_CLIENTS = 1024  # open API connections; more are closed on accept

@@ -17,7 +17,7 @@ from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
 from pyslirp4netns.config import Config
-from pyslirp4netns.shell.netns import StartupError, perror
+from pyslirp4netns.shell.errors import StartupError, perror
 
 IFF_UP = 0x1
 ALL_FLAGS = 0xFFFFFFFF  # ifi_change: every changeable flag takes the value in ifi_flags

@@ -30,16 +30,15 @@ from pyslirp4netns.core import events
 from pyslirp4netns.core.api import Api
 from pyslirp4netns.core.stack import Stack
 from pyslirp4netns.shell.apiserver import ApiServer, Forwarding, Watch
+from pyslirp4netns.shell.errors import StartupError, log
 from pyslirp4netns.shell.faults import ENV as FAULTS_ENV
 from pyslirp4netns.shell.faults import FaultInjector
 from pyslirp4netns.shell.forwards import PortForwarding
 from pyslirp4netns.shell.netns import (
     CLONE_NEWUSER,
-    StartupError,
     Tap,
     join_target,
     join_userns,
-    log,
     tap_from_fd,
 )
 from pyslirp4netns.shell.resolv import ResolvConf

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import pytun
 
 from pyslirp4netns.config import Config
+from pyslirp4netns.shell.errors import StartupError, log, perror
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
@@ -58,15 +59,6 @@ VNET_HDR_LEN = 10
 _libc = ctypes.CDLL(None, use_errno=True)
 # The child's one message beside the fd: vnet_hdr flag, offload flags, then an optional note.
 _MODE = struct.Struct("!?I16s")
-
-
-class StartupError(Exception):
-    """A fatal start-up failure; ``str()`` is the exact line slirp4netns prints on stderr."""
-
-
-def perror(what: str, err: int) -> StartupError:
-    """slirp4netns's ``perror(what)`` wording: ``what: strerror``."""
-    return StartupError(f"{what}: {os.strerror(err)}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +204,7 @@ def _enter_and_open(
     _join(netns_path(config), CLONE_NEWNET, "setns(CLONE_NEWNET)")
     tap, note = open_tap(config.tapname, want_offload)
     if config.configure:
+        # Here, not at the top: pyroute2 is loaded only by runs that ask for -c.
         from pyslirp4netns.shell.configure import configure
 
         try:
@@ -220,12 +213,6 @@ def _enter_and_open(
             os.close(tap.fd)
             raise
     return tap, note
-
-
-def log(line: str) -> None:
-    """One line on stderr, unbuffered like slirp4netns's."""
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
 
 
 def _child_failed(status: int) -> StartupError:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pyslirp4netns.config import Config
 from pyslirp4netns.core import events
 from pyslirp4netns.core.stack import Stack
-from pyslirp4netns.shell.netns import log
+from pyslirp4netns.shell.errors import log
 
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
