@@ -2,7 +2,7 @@
 
 slirp4netns serves its API synchronously: one connected client that sends nothing stops every
 packet. Here nothing ever blocks. Each connection is one request (contract §5.1), read as it
-arrives into an ``api.Reader``; it is answered as soon as the request is decided:
+arrives into a ``jsonreader.Reader``; it is answered as soon as the request is decided:
 
 * at EOF (podman and rootlesskit half-close after writing),
 * as soon as the bytes read so far make a complete JSON value, or can no longer become one
@@ -17,9 +17,10 @@ then ``shutdown(SHUT_RDWR)`` and close. A client gets ``IDLE_TIMEOUT`` seconds f
 nothing is logged per request (``apifd event``, ``api_handler: got request: ...``).
 
 ``add_hostfwd`` binds the host listener here, so that the reply tells the truth about the port
-(in use, added twice, EACCES, EADDRNOTAVAIL all give "slirp_add_hostfwd failed"), and hands the
-rule to a ``Forwarding`` (the data path); ``remove_hostfwd`` and shutdown call ``unlisten``
-before the socket is closed.
+(in use, added twice, EACCES, EADDRNOTAVAIL all give "slirp_add_hostfwd failed"). The server
+alone owns the listeners: it keeps each rule's socket under the rule's id, as a ``Forward``, and
+hands that to a ``Forwarding`` (the data path); ``remove_hostfwd`` and shutdown call
+``unlisten`` before the socket is closed.
 """
 
 from __future__ import annotations
@@ -29,19 +30,11 @@ import functools
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
-from pyslirp4netns.core.api import (
-    ADD_FAILED,
-    MAX_REQUEST,
-    AddHostfwd,
-    Api,
-    Document,
-    Outcome,
-    Reader,
-    RemoveHostfwd,
-    Rule,
-)
+from pyslirp4netns.core.api import ADD_FAILED, MAX_REQUEST, AddHostfwd, Api, RemoveHostfwd, Rule
+from pyslirp4netns.core.jsonreader import Outcome, Reader
 from pyslirp4netns.shell.errors import log
 
 IDLE_TIMEOUT = 5.0  # seconds from accept to reply, at most
@@ -57,21 +50,41 @@ _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
 Watch = Callable[[int, int, Callable[[int], str | None]], None]
 
 
+@dataclass(frozen=True, slots=True, eq=False)
+class Forward:
+    """A rule of the table with its host socket: bound and, for TCP, listening."""
+
+    rule: Rule
+    sock: socket.socket
+
+    @property
+    def proto(self) -> str:
+        return self.rule.proto
+
+    @property
+    def guest_addr(self) -> str:
+        return self.rule.guest_addr
+
+    @property
+    def guest_port(self) -> int:
+        return self.rule.guest_port
+
+
 class Forwarding(Protocol):
-    """The data path of the forwards: it watches ``rule.sock`` between listen and unlisten."""
+    """The data path of the forwards: it watches ``forward.sock`` between listen and unlisten."""
 
-    def listen(self, rule: Rule) -> None: ...
+    def listen(self, forward: Forward) -> None: ...
 
-    def unlisten(self, rule: Rule) -> None: ...
+    def unlisten(self, forward: Forward) -> None: ...
 
 
 class NoForwarding:
     """Forwards are recorded and bound, nothing is carried: the API alone, complete."""
 
-    def listen(self, rule: Rule) -> None:
+    def listen(self, forward: Forward) -> None:
         pass
 
-    def unlisten(self, rule: Rule) -> None:
+    def unlisten(self, forward: Forward) -> None:
         pass
 
 
@@ -79,9 +92,10 @@ def bind_listener(command: AddHostfwd) -> socket.socket:
     """The host side of a forward (contract §3.7): TCP with SO_REUSEADDR and listening, UDP
     without SO_REUSEADDR; IPv6 only for an IPv6 address. Raises OSError as bind/listen do."""
     kind = socket.SOCK_STREAM if command.proto == "tcp" else socket.SOCK_DGRAM
-    sock = socket.socket(command.family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
+    family = socket.AF_INET6 if command.version == 6 else socket.AF_INET
+    sock = socket.socket(family, kind | socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC)
     try:
-        if command.family == socket.AF_INET6:
+        if family == socket.AF_INET6:
             # "::" means IPv6 only; 0.0.0.0 is a separate rule, as in the list.
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
         if kind == socket.SOCK_STREAM:
@@ -103,7 +117,7 @@ class _Client:
     def __init__(self, sock: socket.socket, deadline: float) -> None:
         self.sock = sock
         self.fd = sock.fileno()
-        self.reader = Reader()
+        self.reader = Reader(limit=MAX_REQUEST)
         self.deadline = deadline
         self.watched = False
 
@@ -138,6 +152,7 @@ class ApiServer:
         self.bind = bind  # tests swap in a model of the host's ports
         # Insertion order is accept order, hence deadline order: the first is the next due.
         self.clients: dict[int, _Client] = {}
+        self.forwards: dict[int, Forward] = {}  # rule id -> its socket, from bind to release
         self._paused_until: float | None = None
 
     # -- the daemon's interface ------------------------------------------------------------
@@ -219,7 +234,7 @@ class ApiServer:
                 return False
 
     def _answer(self, client: _Client, outcome: Outcome) -> None:
-        self._reply(client, outcome if isinstance(outcome, bytes) else self._execute(outcome))
+        self._reply(client, self._execute(outcome))
 
     def _reply(self, client: _Client, reply: bytes) -> None:
         try:
@@ -250,8 +265,8 @@ class ApiServer:
         self.start()
 
     # -- commands ----------------------------------------------------------------------------
-    def _execute(self, document: Document) -> bytes:
-        result = self.api.execute(document)
+    def _execute(self, outcome: Outcome) -> bytes:
+        result = self.api.execute(outcome)
         if isinstance(result, bytes):
             return result
         if isinstance(result, RemoveHostfwd):
@@ -264,9 +279,10 @@ class ApiServer:
             sock = self.bind(command)
         except OSError:
             return ADD_FAILED
-        rule = self.api.rule(command, sock)
+        rule = self.api.rule(command)
+        forward = self.forwards[rule.id] = Forward(rule, sock)
         try:
-            self.forwarding.listen(rule)
+            self.forwarding.listen(forward)
         except Exception as e:  # the data path's failure must not take the API down
             log(f"api: forwarding {command.proto} port {command.host_port} failed: {e!r}")
             self._release(rule)
@@ -275,8 +291,9 @@ class ApiServer:
 
     def _release(self, rule: Rule) -> None:
         """Stop the forward's data path, then close its socket (new clients are refused)."""
+        forward = self.forwards.pop(rule.id)
         try:
-            self.forwarding.unlisten(rule)
+            self.forwarding.unlisten(forward)
         except Exception as e:
             log(f"api: stopping {rule.proto} port {rule.host_port} failed: {e!r}")
-        rule.sock.close()
+        forward.sock.close()

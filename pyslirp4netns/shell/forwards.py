@@ -1,6 +1,6 @@
 """Part of the shell: port forwards from host listeners into the guest (contract §3.7).
 
-``api`` binds each forward's listening socket and hands the rule here (``listen``); we watch it.
+``apiserver`` binds each forward's listening socket and hands it here (``listen``); we watch it.
 A TCP client is accepted at once and becomes an active open toward the guest through the stack
 (the guest's refusal resets the client); a UDP client's datagrams go to the guest on a flow of
 their own, and the guest's replies come back to that client, even with
@@ -30,12 +30,19 @@ ACCEPTS_PER_WAKEUP = 64
 
 
 class Rule(Protocol):
-    """What a forward must say (api.py's rule objects)."""
+    """What a forward must say (apiserver's ``Forward``: a rule of the table and its socket)."""
 
-    proto: str
-    sock: socket.socket
-    guest_addr: str
-    guest_port: int
+    @property
+    def proto(self) -> str: ...
+
+    @property
+    def sock(self) -> socket.socket: ...
+
+    @property
+    def guest_addr(self) -> str: ...
+
+    @property
+    def guest_port(self) -> int: ...
 
 
 class PortForwarding:

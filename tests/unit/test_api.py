@@ -7,6 +7,7 @@ where we deliberately differ are marked and listed in the man page's COMPATIBILI
 
 from __future__ import annotations
 
+import ast
 import errno
 import json
 import math
@@ -25,6 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import pyslirp4netns.core
 from pyslirp4netns.config import Config
 from pyslirp4netns.core.api import (
     ADD_FAILED,
@@ -44,12 +46,10 @@ from pyslirp4netns.core.api import (
     OK,
     AddHostfwd,
     Api,
-    Document,
-    Reader,
     RemoveHostfwd,
-    Rule,
 )
-from pyslirp4netns.shell.apiserver import ApiServer, bind_listener
+from pyslirp4netns.core.jsonreader import Outcome, Reader, Rejected
+from pyslirp4netns.shell.apiserver import ApiServer, Forward, bind_listener
 
 CONFIG = Config(target="1")
 CONFIG6 = Config(target="1", enable_ipv6=True)
@@ -138,24 +138,28 @@ class Kernel:
 
 
 class Shell:
-    """The pure API plus the shell's part (bind, close), as apiserver does it."""
+    """The pure API plus the shell's part (bind, keep the socket by rule id, close), as
+    apiserver does it."""
 
     def __init__(self, config: Config = CONFIG, kernel: Kernel | None = None) -> None:
         self.api = Api(config)
         self.kernel = kernel or Kernel()
+        self.socks: dict[int, socket.socket] = {}
 
     def __call__(self, request: bytes) -> bytes:
         result = self.api.handle(request)
         if isinstance(result, bytes):
             return result
         if isinstance(result, RemoveHostfwd):
-            result.rule.sock.close()
+            self.socks.pop(result.rule.id).close()
             return result.reply
         try:
             sock = self.kernel.bind(result)
         except OSError:
             return ADD_FAILED
-        return self.api.added(self.api.rule(result, sock))
+        rule = self.api.rule(result)
+        self.socks[rule.id] = sock
+        return self.api.added(rule)
 
 
 # == contract §5.3: every row =================================================================
@@ -426,19 +430,19 @@ def test_4095_bytes_work_and_4096_do_not() -> None:
 def test_parser_survives_100k_nesting_without_a_size_limit() -> None:
     for text in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 100_000 + b"1" + b"}" * 100_000):
         reader = Reader(limit=None)
-        assert reader.feed(text) == ERR_PARSE  # parson's 2048 levels, not a RecursionError
+        assert reader.feed(text) == Rejected.NOT_JSON  # parson's 2048 levels, no RecursionError
 
 
 def test_python_json_extensions_are_refused() -> None:
     """Python's json would take NaN, Infinity and unbounded ints; parson does not."""
     for value in (b"NaN", b"Infinity", b"-Infinity", b"9" * 5000):
         reader = Reader(limit=None)
-        assert reader.feed(L + b',"x":' + value + b"}") == ERR_PARSE
+        assert reader.feed(L + b',"x":' + value + b"}") == Rejected.NOT_JSON
 
 
 # -- incremental reading ---------------------------------------------------------------------
-def first_outcome(chunks: list[bytes]) -> bytes | Document:
-    reader = Reader()
+def first_outcome(chunks: list[bytes]) -> Outcome:
+    reader = Reader(limit=MAX_REQUEST)
     for chunk in chunks:
         outcome = reader.feed(chunk)
         if outcome is not None:
@@ -446,10 +450,8 @@ def first_outcome(chunks: list[bytes]) -> bytes | Document:
     return reader.finish()
 
 
-def decide(outcome: bytes | Document) -> bytes:
+def decide(outcome: Outcome) -> bytes:
     """The reply an outcome gives on a fresh table."""
-    if isinstance(outcome, bytes):
-        return outcome
     result = Api(CONFIG).execute(outcome)
     return result if isinstance(result, bytes) else b"command"
 
@@ -464,12 +466,12 @@ def test_a_request_is_complete_at_its_last_byte_without_eof() -> None:
 
 def test_a_hopeless_prefix_is_decided_at_once() -> None:
     for prefix in (b"}", b"x", b'{"a" 1', b'{"a":1,}', b'["\x01', b'{"a":01,', b"\xef\xbb{"):
-        assert Reader().feed(prefix) == ERR_PARSE, prefix
+        assert Reader().feed(prefix) == Rejected.NOT_JSON, prefix
 
 
 def test_a_nul_ends_the_request() -> None:
     reader = Reader()
-    assert reader.feed(b'{"execute":"li\x00') == ERR_PARSE  # nothing after a NUL can count
+    assert reader.feed(b'{"execute":"li\x00') == Rejected.NOT_JSON  # nothing after a NUL counts
 
 
 def test_numbers_literals_and_bom_wait_for_more() -> None:
@@ -530,9 +532,9 @@ def test_fix_ports_outside_1_to_65535_are_port_errors(
 def test_ipv6_host_addr_binds_ipv6_and_lists_canonically() -> None:
     api = Api(CONFIG)
     command = api.handle(add(host_addr="0:0::1"))
-    assert command == AddHostfwd("tcp", "::1", 8080, "10.0.2.100", 80, socket.AF_INET6)
+    assert command == AddHostfwd("tcp", "::1", 8080, "10.0.2.100", 80, 6)
     assert api.handle(add(host_addr="127.0.0.1")) == AddHostfwd(
-        "tcp", "127.0.0.1", 8080, "10.0.2.100", 80, socket.AF_INET
+        "tcp", "127.0.0.1", 8080, "10.0.2.100", 80, 4
     )
     shell = Shell()
     assert shell(add(host_addr="::")) == b'{"return":{"id":1}}'
@@ -551,6 +553,48 @@ def test_ipv6_guest_addr_needs_enable_ipv6() -> None:
 def test_not_an_ipv6_literal(text: str) -> None:
     assert Shell(CONFIG6)(add(host_addr=text)) == ERR_HOST_ADDR
     assert Shell(CONFIG6)(add(guest_addr=text)) == ERR_GUEST_ADDR
+
+
+def glibc_address(text: str) -> str | None:
+    """host_addr as slirp4netns's inet_pton reads it and inet_ntop lists it (IPv6: ours)."""
+    text = text or "0.0.0.0"  # missing or "" is 0.0.0.0
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            return socket.inet_ntop(family, socket.inet_pton(family, text))
+        except (OSError, ValueError):
+            pass
+    return None
+
+
+HEXTET = st.sampled_from(["0", "0000", "ffff", "FFFF", "1", "00ab"]) | st.integers(0, 0xFFFF).map(
+    "{:x}".format
+)
+QUAD = st.lists(
+    st.integers(0, 256).map(str) | st.sampled_from(["00", "01", ""]), min_size=3, max_size=5
+).map(".".join)
+ADDRESS_TEXT = st.one_of(
+    st.lists(HEXTET, min_size=1, max_size=9).map(":".join),
+    st.tuples(st.lists(HEXTET, max_size=4), st.lists(HEXTET, max_size=4)).map(
+        lambda t: ":".join(t[0]) + "::" + ":".join(t[1])
+    ),
+    st.tuples(st.sampled_from(["::", "::ffff:", "::1:", "0:0:0:0:0:ffff:", "1::"]), QUAD).map(
+        "".join
+    ),
+    QUAD,
+    st.text("0123456789abcdefABCDEF:.% ", max_size=24),
+)
+
+
+@given(ADDRESS_TEXT)
+@settings(max_examples=3000, deadline=None)
+def test_host_addr_is_read_and_listed_as_inet_pton_and_inet_ntop_do(text: str) -> None:
+    shell = Shell()
+    expected = glibc_address(text)
+    if expected is None:
+        assert shell(add(host_addr=text)) == ERR_HOST_ADDR, text
+    else:
+        assert shell(add(host_addr=text)) == b'{"return":{"id":1}}', text
+        assert shell(LIST) == entries(entry(1, host=expected)), text
 
 
 # == real clients (contract §5.4) =============================================================
@@ -858,15 +902,15 @@ class Recorder:
         self.calls: list[tuple[str, int]] = []
         self.fail = fail
 
-    def listen(self, rule: Rule) -> None:
-        assert rule.sock.fileno() != -1
-        self.calls.append(("listen", rule.id))
+    def listen(self, forward: Forward) -> None:
+        assert forward.sock.fileno() != -1
+        self.calls.append(("listen", forward.rule.id))
         if self.fail:
             raise RuntimeError("no data path today")
 
-    def unlisten(self, rule: Rule) -> None:
-        assert rule.sock.fileno() != -1, "unlisten must come before the close"
-        self.calls.append(("unlisten", rule.id))
+    def unlisten(self, forward: Forward) -> None:
+        assert forward.sock.fileno() != -1, "unlisten must come before the close"
+        self.calls.append(("unlisten", forward.rule.id))
 
 
 class Served:
@@ -1057,10 +1101,10 @@ def test_server_hands_rules_to_forwarding_and_unlistens_before_close(
     assert ask(add(port=2)) == b'{"return":{"id":2}}'
     assert ask(add(port=2)) == ADD_FAILED
     assert ask(remove(1)) == OK
-    assert s.kernel.bound == {("tcp", 2)}
+    assert s.kernel.bound == {("tcp", 2)} and list(s.server.forwards) == [2]
     s.server.close()
     assert recorder.calls == [("listen", 1), ("listen", 2), ("unlisten", 1), ("unlisten", 2)]
-    assert s.kernel.bound == set()
+    assert s.kernel.bound == set() and s.server.forwards == {}
 
 
 def test_server_a_failing_forwarding_is_an_add_failure(served: Callable[..., Served]) -> None:
@@ -1069,7 +1113,7 @@ def test_server_a_failing_forwarding_is_an_add_failure(served: Callable[..., Ser
         client.sendall(add())
         s.loop.spin()
         assert read_all(client) == ADD_FAILED
-    assert s.kernel.bound == set() and s.server.api.next_id == 1
+    assert s.kernel.bound == set() and s.server.api.next_id == 1 and s.server.forwards == {}
 
 
 def test_server_64_threads_x_25_mixed_requests(served: Callable[..., Served]) -> None:
@@ -1125,8 +1169,8 @@ def test_server_64_threads_x_25_mixed_requests(served: Callable[..., Served]) ->
 
 # == bind_listener on host loopback (binding only: no traffic) ==============================
 def test_bind_listener_tcp_udp_and_ipv6_options() -> None:
-    tcp = bind_listener(AddHostfwd("tcp", "127.0.0.1", 0, "10.0.2.100", 80, socket.AF_INET))
-    udp = bind_listener(AddHostfwd("udp", "127.0.0.1", 0, "10.0.2.100", 80, socket.AF_INET))
+    tcp = bind_listener(AddHostfwd("tcp", "127.0.0.1", 0, "10.0.2.100", 80, 4))
+    udp = bind_listener(AddHostfwd("udp", "127.0.0.1", 0, "10.0.2.100", 80, 4))
     try:
         assert tcp.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR) == 1
         assert tcp.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 1
@@ -1135,16 +1179,16 @@ def test_bind_listener_tcp_udp_and_ipv6_options() -> None:
             assert not sock.getblocking() and not sock.get_inheritable()
         port = tcp.getsockname()[1]
         with pytest.raises(OSError) as busy:  # a listening port cannot be bound again
-            bind_listener(AddHostfwd("tcp", "127.0.0.1", port, "10.0.2.100", 80, socket.AF_INET))
+            bind_listener(AddHostfwd("tcp", "127.0.0.1", port, "10.0.2.100", 80, 4))
         assert busy.value.errno == errno.EADDRINUSE
         with pytest.raises(OSError) as nonlocal_:
-            bind_listener(AddHostfwd("udp", "192.0.2.1", 0, "10.0.2.100", 80, socket.AF_INET))
+            bind_listener(AddHostfwd("udp", "192.0.2.1", 0, "10.0.2.100", 80, 4))
         assert nonlocal_.value.errno == errno.EADDRNOTAVAIL
     finally:
         tcp.close()
         udp.close()
     try:
-        six = bind_listener(AddHostfwd("tcp", "::1", 0, "10.0.2.100", 80, socket.AF_INET6))
+        six = bind_listener(AddHostfwd("tcp", "::1", 0, "10.0.2.100", 80, 6))
     except OSError as e:
         if e.errno == errno.EADDRNOTAVAIL:
             pytest.skip("no IPv6 loopback here")
@@ -1184,3 +1228,20 @@ def test_server_many_clients_at_once(served: Callable[..., Served]) -> None:
     finally:
         for c in clients:
             c.close()
+
+
+# == sans-IO ====================================================================================
+@pytest.mark.parametrize("module", ["api", "jsonreader"])
+def test_pure_api_modules_import_no_io(module: str) -> None:
+    io = {"os", "select", "time", "random", "threading", "signal", "fcntl", "ctypes", "socket"}
+    io |= {"pytun", "pyroute2", "pyslirp4netns.shell"}
+    path = Path(pyslirp4netns.core.__file__).parent / f"{module}.py"
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            names = [node.module or ""]
+        else:
+            continue
+        for name in names:
+            assert not any(name == m or name.startswith(m + ".") for m in io), (module, name)
