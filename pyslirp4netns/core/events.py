@@ -1,14 +1,18 @@
 """What crosses between the sans-IO core and the shell: requests the core makes of the shell.
 
-The core never touches a socket: it appends these to ``Stack.requests`` and the shell carries
-them out in order after each batch. Facts flow the other way as method calls on the stack
-(``udp_received``, ``datagram_error``, ``ping_received``, ...). Flow ids are small integers
-chosen by the stack; the shell maps them to its sockets.
+The core never touches a socket: the shell takes these with ``Stack.take_requests()`` after
+each batch and carries them out in order. Facts flow the other way as method calls named
+``host_*`` on the part that owns the flow (``stack.streams.host_connected``,
+``stack.datagrams.udp_received``, ...). Flow ids are small integers chosen by the stack; the
+shell maps them to its sockets.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from pyslirp4netns.wire.codec import Buffer
 
 UDP = 17
 PING = 1  # ICMP or ICMPv6 echo, by family
@@ -60,14 +64,30 @@ class StreamConnect:
 
 @dataclass(frozen=True, slots=True)
 class StreamWrite:
-    """The flow's connection has bytes in ``to_host``: write what the socket takes."""
+    """Write ``data`` (read-only views, in order) to the flow's socket as far as it takes them,
+    then report ``host_written``."""
+
+    flow: int
+    data: Sequence[Buffer]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamShutdown:
+    """The guest sent FIN and every byte before it has been written: ``shutdown(SHUT_WR)``."""
 
     flow: int
 
 
 @dataclass(frozen=True, slots=True)
-class StreamShutdown:
-    """The guest sent FIN and every byte before it is in ``to_host``: SHUT_WR once written."""
+class StreamPause:
+    """Stop reading the flow's socket: its connection holds all the guest can take for now."""
+
+    flow: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamResume:
+    """Read the flow's socket again (after a pause, or once a guest connection is set up)."""
 
     flow: int
 
@@ -94,6 +114,8 @@ Request = (
     | StreamConnect
     | StreamWrite
     | StreamShutdown
+    | StreamPause
+    | StreamResume
     | StreamClose
     | Log
 )

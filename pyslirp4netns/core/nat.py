@@ -36,19 +36,17 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
 from pyslirp4netns.config import IPV6_NETWORK, Config
-
-IPPROTO_ICMP = 1
-IPPROTO_TCP = 6
-IPPROTO_UDP = 17
-IPPROTO_ICMPV6 = 58
-DNS_PORT = 53
-
-LOOPBACK4 = socket.inet_pton(socket.AF_INET, "127.0.0.1")
-LOOPBACK6 = socket.inet_pton(socket.AF_INET6, "::1")
-GATEWAY6 = socket.inet_pton(socket.AF_INET6, "fd00::2")
-DNS6 = socket.inet_pton(socket.AF_INET6, "fd00::3")
-ALL_NODES6 = socket.inet_pton(socket.AF_INET6, "ff02::1")
-LIMITED_BROADCAST = b"\xff\xff\xff\xff"
+from pyslirp4netns.wire.numbers import (
+    ALL_NODES6,
+    BROADCAST4,
+    DNS6,
+    DNS_PORT,
+    GATEWAY6,
+    IPPROTO_TCP,
+    IPPROTO_UDP,
+    LOOPBACK4,
+    LOOPBACK6,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +101,7 @@ class Policy:
     def _resolve4(self, proto: int, dst: bytes, port: int) -> Decision:
         if dst == self.dns and not self.disable_dns:
             return self._dns(proto, port, socket.AF_INET, self.nameservers.v4)
-        if dst in (self.gateway, LIMITED_BROADCAST):
+        if dst in (self.gateway, BROADCAST4):
             if self.disable_host_loopback:
                 return Deny("host loopback is disabled")
             return Forward(socket.AF_INET, LOOPBACK4, port)
@@ -136,7 +134,7 @@ class Policy:
         if addr.ipv4_mapped is not None:
             inner = addr.ipv4_mapped
             why = self._refused4(inner)
-            if why is None and inner.packed in (self.gateway, self.dns, LIMITED_BROADCAST):
+            if why is None and inner.packed in (self.gateway, self.dns, BROADCAST4):
                 # Our aliases have no meaning on the host side; never a path around the map.
                 why = "alias addressed as IPv4-mapped IPv6"
             return Deny(why) if why else Forward(socket.AF_INET6, dst, port)

@@ -11,14 +11,15 @@ import socket
 import struct
 
 from pyslirp4netns.wire import icmpv6
+from pyslirp4netns.wire.numbers import (
+    ALL_NODES6,
+    DNS6,
+    GATEWAY6,
+    LINK_DNS6,
+    LINK_GATEWAY6,
+    PREFIX6,
+)
 
-GATEWAY6 = socket.inet_pton(socket.AF_INET6, "fd00::2")
-DNS6 = socket.inet_pton(socket.AF_INET6, "fd00::3")
-LINK_GATEWAY6 = socket.inet_pton(socket.AF_INET6, "fe80::2")
-LINK_DNS6 = socket.inet_pton(socket.AF_INET6, "fe80::3")
-ALL_NODES6 = socket.inet_pton(socket.AF_INET6, "ff02::1")
-ALL_NODES_MAC = b"\x33\x33\x00\x00\x00\x01"  # RFC 2464 §7: 33:33 + low 32 bits of ff02::1
-PREFIX6 = socket.inet_pton(socket.AF_INET6, "fd00::")
 PREFIX_LENGTH = 64
 
 REDIRECT = 137

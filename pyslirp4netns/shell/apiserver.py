@@ -27,27 +27,29 @@ from __future__ import annotations
 
 import errno
 import functools
+import os
 import socket
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from pyslirp4netns.config import Config
 from pyslirp4netns.core.api import ADD_FAILED, MAX_REQUEST, AddHostfwd, Api, RemoveHostfwd, Rule
 from pyslirp4netns.core.jsonreader import Outcome, Reader
-from pyslirp4netns.shell.errors import log
+from pyslirp4netns.shell.errors import do_slirp_failed, log
+from pyslirp4netns.shell.reactor import EPOLLIN, Watch
 
 IDLE_TIMEOUT = 5.0  # seconds from accept to reply, at most
 MAX_CLIENTS = 1024  # open API connections; more are closed on accept
 ACCEPTS_PER_WAKEUP = 256  # the rest wait for the next (level-triggered) wake-up
+UNIX_PATH_MAX = 108  # sun_path
 LISTEN_BACKLOG = 128  # forwards' TCP listeners; libslirp's 1 leaves a burst to SYN retries
 RETRY_ACCEPT = 0.1  # seconds to stop accepting after EMFILE and the like
-_EPOLLIN = 0x001
 # accept() errors that mean "out of resources", not "this one connection failed": retrying at
 # once would spin, since the listener stays readable.
 _OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-
-Watch = Callable[[int, int, Callable[[int], str | None]], None]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -157,7 +159,7 @@ class ApiServer:
 
     # -- the daemon's interface ------------------------------------------------------------
     def start(self) -> None:
-        self.watch(self.listener.fileno(), _EPOLLIN, self.on_listener)
+        self.watch(self.listener.fileno(), EPOLLIN, self.on_listener)
 
     def next_deadline(self) -> float | None:
         deadlines = [] if self._paused_until is None else [self._paused_until]
@@ -210,7 +212,7 @@ class ApiServer:
             self.clients[client.fd] = client
             # The request is often there already (clients write right after connect).
             if self._read(client):
-                self.watch(client.fd, _EPOLLIN, functools.partial(self._on_client, client))
+                self.watch(client.fd, EPOLLIN, functools.partial(self._on_client, client))
                 client.watched = True
 
     def _on_client(self, client: _Client, events: int) -> None:
@@ -297,3 +299,61 @@ class ApiServer:
         except Exception as e:
             log(f"api: stopping {rule.proto} port {rule.host_port} failed: {e!r}")
         forward.sock.close()
+
+
+class ApiSocket:
+    """The listening unix socket at --api-socket; the file is ours to remove at exit."""
+
+    # A deep backlog: a client whose connect() finds it full gets EAGAIN (Go's dialer gives up
+    # on that), and bursts of clients are what the server is built for.
+    BACKLOG = 1024
+
+    def __init__(self, path: str) -> None:
+        if len(path.encode()) >= UNIX_PATH_MAX:
+            raise do_slirp_failed(f"the specified API socket path is too long (>= {UNIX_PATH_MAX})")
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            os.unlink(path)  # slirp4netns replaces whatever is there
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass  # bind reports the real problem
+        try:
+            self.sock.bind(path)
+            self.sock.listen(self.BACKLOG)
+        except OSError as e:
+            self.sock.close()
+            raise do_slirp_failed(
+                f"api_bindlisten: bind: {os.strerror(e.errno or errno.EIO)}"
+            ) from None
+        self.sock.setblocking(False)
+        st = os.stat(path)
+        self._identity = (st.st_dev, st.st_ino)
+        self.server: ApiServer | None = None
+
+    def serve(
+        self,
+        config: Config,
+        watch: Watch,
+        unwatch: Callable[[int], None],
+        forwarding: Forwarding | None = None,
+    ) -> ApiServer:
+        """Answer requests from the daemon's loop (apiserver.py); forwards go to ``forwarding``."""
+        self.server = ApiServer(self.sock, Api(config), watch, unwatch, forwarding)
+        self.server.start()
+        return self.server
+
+    def close(self) -> None:
+        """Stop the server and its forwards, then close and remove the file, unless someone
+        else has since put their own at the path."""
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        self.sock.close()
+        try:
+            st = os.stat(self.path)
+            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self._identity:
+                os.unlink(self.path)
+        except OSError:
+            pass

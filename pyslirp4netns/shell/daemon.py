@@ -14,41 +14,28 @@ then waits, without a timeout and so without burning CPU, on:
 
 from __future__ import annotations
 
-import errno
 import os
 import resource
-import select
 import signal
-import socket
-import stat
 import sys
 import time
-from collections.abc import Callable
 
 from pyslirp4netns.config import Config
 from pyslirp4netns.core import events
-from pyslirp4netns.core.api import Api
 from pyslirp4netns.core.stack import Stack
-from pyslirp4netns.shell.apiserver import ApiServer, Forwarding, Watch
-from pyslirp4netns.shell.errors import StartupError, log
+from pyslirp4netns.shell.apiserver import ApiSocket
+from pyslirp4netns.shell.datagrams import HostDatagrams
+from pyslirp4netns.shell.errors import StartupError, do_slirp_failed, log
 from pyslirp4netns.shell.faults import ENV as FAULTS_ENV
 from pyslirp4netns.shell.faults import FaultInjector
 from pyslirp4netns.shell.forwards import PortForwarding
-from pyslirp4netns.shell.netns import (
-    CLONE_NEWUSER,
-    Tap,
-    join_target,
-    join_userns,
-    tap_from_fd,
-)
+from pyslirp4netns.shell.netns import CLONE_NEWUSER, join_target, join_userns
+from pyslirp4netns.shell.reactor import EPOLLIN, Reactor
 from pyslirp4netns.shell.resolv import ResolvConf
-from pyslirp4netns.shell.streams import HostDatagrams, HostStreams
-from pyslirp4netns.wire import vnet
-from pyslirp4netns.wire.codec import Buffer
+from pyslirp4netns.shell.streams import HostStreams
+from pyslirp4netns.shell.tap import Tap, TapPort, tap_from_fd
 
 MIN_MTU = 68  # libslirp's IF_MTU_MIN
-UNIX_PATH_MAX = 108
-READ_SIZE = 65536 + 64  # a full 64 KiB GSO frame plus the virtio-net header
 
 
 def fd_is_open(fd: int) -> bool:
@@ -95,73 +82,6 @@ def banner(config: Config) -> str:
     return "\n".join(lines) + "\n"
 
 
-def do_slirp_failed(*lines: str) -> StartupError:
-    """slirp4netns's tail of lines for a failure after the tap exists."""
-    for line in lines:
-        log(line)
-    log("do_slirp is exiting")
-    log("do_slirp failed")
-    return StartupError("parent failed")
-
-
-class ApiSocket:
-    """The listening unix socket at --api-socket; the file is ours to remove at exit."""
-
-    # A deep backlog: a client whose connect() finds it full gets EAGAIN (Go's dialer gives up
-    # on that), and bursts of clients are what the server is built for.
-    BACKLOG = 1024
-
-    def __init__(self, path: str) -> None:
-        if len(path.encode()) >= UNIX_PATH_MAX:
-            raise do_slirp_failed(f"the specified API socket path is too long (>= {UNIX_PATH_MAX})")
-        self.path = path
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            os.unlink(path)  # slirp4netns replaces whatever is there
-        except FileNotFoundError:
-            pass
-        except OSError:
-            pass  # bind reports the real problem
-        try:
-            self.sock.bind(path)
-            self.sock.listen(self.BACKLOG)
-        except OSError as e:
-            self.sock.close()
-            raise do_slirp_failed(
-                f"api_bindlisten: bind: {os.strerror(e.errno or errno.EIO)}"
-            ) from None
-        self.sock.setblocking(False)
-        st = os.stat(path)
-        self._identity = (st.st_dev, st.st_ino)
-        self.server: ApiServer | None = None
-
-    def serve(
-        self,
-        config: Config,
-        watch: Watch,
-        unwatch: Callable[[int], None],
-        forwarding: Forwarding | None = None,
-    ) -> ApiServer:
-        """Answer requests from the daemon's loop (apiserver.py); forwards go to ``forwarding``."""
-        self.server = ApiServer(self.sock, Api(config), watch, unwatch, forwarding)
-        self.server.start()
-        return self.server
-
-    def close(self) -> None:
-        """Stop the server and its forwards, then close and remove the file, unless someone
-        else has since put their own at the path."""
-        if self.server is not None:
-            self.server.close()
-            self.server = None
-        self.sock.close()
-        try:
-            st = os.stat(self.path)
-            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self._identity:
-                os.unlink(self.path)
-        except OSError:
-            pass
-
-
 class Daemon:
     """Owns every fd of the running process and the loop that serves them."""
 
@@ -170,36 +90,31 @@ class Daemon:
         self.tap = tap
         self.api: ApiSocket | None = None
         self.forwarding: PortForwarding | None = None
-        self.epoll = select.epoll()
-        self.handlers: dict[int, Callable[[int], str | None]] = {}
+        self.reactor = Reactor()
         self.target_pidfd = target_pidfd
         now = time.monotonic()
         self.stack = Stack(config, vnet_hdr=tap.vnet_hdr, rng=_random_fraction, now=now)
         self.resolv = ResolvConf()
-        self.stack.policy.nameservers = self.resolv.current(now)
-        self.datagrams = HostDatagrams(self.stack, config, self._watch, self._unwatch)
-        self.streams = HostStreams(
-            self.stack, config, self._watch, self.epoll.modify, self._unwatch
-        )
-        self.faults = faults_from_env()
-        # The other direction gets its own injector: same rates, its own random stream.
-        self.faults_out = faults_from_env(seed_offset=1, quiet=True)
-        self._header = vnet.SIZE if tap.vnet_hdr else 0
+        self.stack.set_nameservers(self.resolv.current(now))
+        self.datagrams = HostDatagrams(self.stack.datagrams, config, self.reactor)
+        self.streams = HostStreams(self.stack.streams, config, self.reactor)
+        # Each direction gets its own injector: same rates, its own random stream.
+        self.port = TapPort(tap, faults_from_env(), faults_from_env(seed_offset=1, quiet=True))
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._exit_now: str | None = None
 
     # -- start-up ------------------------------------------------------------------------
     def start(self, exit_fd_open: bool) -> None:
-        config = self.config
+        config, reactor = self.config, self.reactor
         if config.api_socket is not None:
             self.api = ApiSocket(config.api_socket)
             self.forwarding = PortForwarding(
-                self.stack, config, self.streams, self.datagrams, self._watch, self._unwatch
+                self.stack, config, self.streams, self.datagrams, reactor.watch, reactor.unwatch
             )
-            self.api.serve(config, self._watch, self._unwatch, self.forwarding)
+            self.api.serve(config, reactor.watch, reactor.unwatch, self.forwarding)
         os.set_blocking(self.tap.fd, False)
-        self._watch(self.tap.fd, select.EPOLLIN, self._on_tap)
-        self._watch(self._wake_r, select.EPOLLIN, self._on_signal)
+        reactor.watch(self.tap.fd, EPOLLIN, self._on_tap)
+        reactor.watch(self._wake_r, EPOLLIN, self._on_signal)
         for signum in (signal.SIGTERM, signal.SIGINT):
             if signal.getsignal(signum) is not signal.SIG_IGN:  # a caller's "ignore" stands
                 signal.signal(signum, _note_signal)
@@ -207,22 +122,11 @@ class Daemon:
         if config.exit_fd >= 0:
             self._watch_exit_fd(config.exit_fd, exit_fd_open)
         if self.target_pidfd is not None:
-            self._watch(self.target_pidfd, select.EPOLLIN, self._on_target_exit)
+            reactor.watch(self.target_pidfd, EPOLLIN, self._on_target_exit)
         if config.enable_sandbox:
             log("WARNING: --enable-sandbox is not implemented yet by pyslirp4netns; ignored")
         if config.enable_seccomp:
             log("WARNING: --enable-seccomp is not implemented yet by pyslirp4netns; ignored")
-
-    def _watch(self, fd: int, events: int, handler: Callable[[int], str | None]) -> None:
-        self.epoll.register(fd, events)
-        self.handlers[fd] = handler
-
-    def _unwatch(self, fd: int) -> None:
-        self.handlers.pop(fd, None)
-        try:
-            self.epoll.unregister(fd)
-        except OSError:
-            pass
 
     def _watch_exit_fd(self, fd: int, was_open: bool) -> None:
         """poll(POLLHUP) semantics on epoll: any HUP/ERR fires; a closed fd is POLLNVAL."""
@@ -230,31 +134,26 @@ class Daemon:
             self._exit_now = "exitfd event"  # POLLNVAL on the first poll
             return
         try:
-            self.epoll.register(fd, 0)  # HUP and ERR are always reported; data never is
+            self.reactor.watch(fd, 0, lambda events: "exitfd event")  # HUP and ERR only
         except PermissionError:
             return  # a regular file or /dev/null: poll never fires on it either
         except OSError:
             self._exit_now = "exitfd event"
-            return
-        self.handlers[fd] = lambda events: "exitfd event"
 
     # -- the loop --------------------------------------------------------------------------
     def serve(self) -> int:
         reason = self._exit_now
-        stack = self.stack
+        stack, reactor = self.stack, self.reactor
         server = self.api.server if self.api is not None else None
         while reason is None:
-            # One timer for everything (principle 2): the stack's and the API server's.
+            # One timer for everything: the stack's and the API server's.
             deadline = stack.next_deadline()
             api_deadline = server.next_deadline() if server is not None else None
             soonest = deadline
             if api_deadline is not None and (soonest is None or api_deadline < soonest):
                 soonest = api_deadline
             timeout = -1.0 if soonest is None else max(0.0, soonest - time.monotonic())
-            for fd, events_ in self.epoll.poll(timeout):
-                handler = self.handlers.get(fd)
-                if handler is not None:
-                    reason = handler(events_) or reason
+            reason = reactor.poll(timeout)
             if soonest is not None:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
@@ -269,94 +168,43 @@ class Daemon:
         return 0
 
     def _carry_out(self) -> None:
-        """Do what the stack asked of the shell, then write its frames (principle 2)."""
-        stack = self.stack
+        """After every input: carry out what the stack asked (which may bring more facts, so
+        until it asks nothing), then write its frames."""
+        stack, streams, datagrams = self.stack, self.streams, self.datagrams
         stack.flush(time.monotonic())
-        while stack.requests:
-            requests, stack.requests = stack.requests, []
+        while requests := stack.take_requests():
             for request in requests:
-                if isinstance(request, _STREAM_REQUESTS):
-                    self.streams.carry_out(request)
-                elif isinstance(request, events.Log):
-                    log(request.text)
-                else:
-                    self.datagrams.carry_out(request)
+                match request:
+                    case events.StreamWrite():
+                        streams.write(request)
+                    case events.DatagramSend():
+                        datagrams.send(request)
+                    case events.StreamConnect():
+                        streams.connect(request)
+                    case events.StreamPause():
+                        streams.pause(request)
+                    case events.StreamResume():
+                        streams.resume(request)
+                    case events.StreamShutdown():
+                        streams.shutdown(request)
+                    case events.StreamClose():
+                        streams.close_flow(request)
+                    case events.DatagramOpen():
+                        datagrams.open(request)
+                    case events.DatagramClose():
+                        datagrams.close_flow(request.flow)
+                    case events.Log():
+                        log(request.text)
             stack.flush(time.monotonic())  # what the host side just reported
-        self.streams.resume_reads()
-        self._write_tap()
+        frames = stack.take_frames()
+        if frames:
+            self.port.write(frames)
 
     def _on_tap(self, events_: int) -> str | None:
         # Drain until EAGAIN: one wake-up, many frames, then one round of writes.
-        return self._read_tap()
-
-    def _read_tap(self) -> str | None:
-        header = self._header
-        fd, stack, faults = self.tap.fd, self.stack, self.faults
         now = time.monotonic()
-        stack.policy.nameservers = self.resolv.current(now)  # a stat at most once a second
-        while True:
-            try:
-                # A fresh bytes per frame: immutable, so the stack may keep views of it (a
-                # guest's payload goes to the host socket without being copied again).
-                buf = os.read(fd, READ_SIZE)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as e:
-                if e.errno == errno.EBADFD:  # tap detached (device deleted): nothing to serve
-                    return "tap device is gone"
-                raise
-            n = len(buf)
-            if n <= header:
-                break
-            view = memoryview(buf)
-            # virtio-net header: NEEDS_CSUM/DATA_VALID frames carry no checksum to verify; a UDP
-            # GSO super-frame says its datagram size.
-            csum_done, gso_size = False, 0
-            if header:
-                csum_done = bool(buf[0] & (vnet.NEEDS_CSUM | vnet.DATA_VALID))
-                if buf[1] == vnet.GSO_UDP_L4:
-                    gso_size = buf[4] | buf[5] << 8
-            if faults is None:
-                stack.receive_frame(view[header:n], now, csum_done, gso_size)
-            else:
-                for frame, verifiable in faults.apply(bytes(view[header:n]), not csum_done):
-                    stack.receive_frame(frame, now, not verifiable, gso_size)
-        if faults is not None:
-            for frame, verifiable in faults.flush():
-                stack.receive_frame(frame, now, not verifiable, 0)
-        return None
-
-    def _write_tap(self) -> None:
-        out = self.stack.out
-        if not out:
-            return
-        fd = self.tap.fd
-        if self.faults_out is not None:
-            out[:] = self._faulty(out)
-        for parts in out:
-            try:
-                os.writev(fd, parts)
-            except (BlockingIOError, InterruptedError):
-                break  # the guest's queue is full: drop, as a congested link would
-            except OSError:
-                pass  # e.g. EINVAL for a frame the tap refuses: that frame only
-        out.clear()
-
-    def _faulty(self, out: list[list[Buffer]]) -> list[list[Buffer]]:
-        """Frames toward the guest through the test-only fault injector (the virtio-net header
-        travels with its frame, so a reordered frame keeps its own offload request)."""
-        assert self.faults_out is not None
-        size = vnet.SIZE if self.tap.vnet_hdr else 0
-        result: list[list[Buffer]] = []
-        released: list[tuple[bytes, bool]] = []
-        for parts in out:
-            frame = b"".join(bytes(p) for p in parts)
-            verifiable = not (size and frame[0] & vnet.NEEDS_CSUM)
-            released.extend(self.faults_out.apply(frame, verifiable))
-        released.extend(self.faults_out.flush())
-        for frame, _ in released:
-            result.append([frame[:size], frame[size:]] if size else [frame])
-        return result
+        self.stack.set_nameservers(self.resolv.current(now))  # a stat at most once a second
+        return self.port.read(self.stack, now)
 
     def _on_signal(self, events: int) -> str | None:
         try:
@@ -378,7 +226,7 @@ class Daemon:
         signal.set_wakeup_fd(-1)
         self.datagrams.close()
         self.streams.close()
-        self.epoll.close()
+        self.reactor.close()
         for fd in (self._wake_r, self._wake_w, self.tap.fd, self.target_pidfd):
             if fd is not None:
                 try:
@@ -401,14 +249,6 @@ def faults_from_env(seed_offset: int = 0, quiet: bool = False) -> FaultInjector 
     if not quiet:
         log(f"WARNING: fault injection is on, both directions ({injector})")
     return injector
-
-
-_STREAM_REQUESTS = (
-    events.StreamWrite,
-    events.StreamConnect,
-    events.StreamShutdown,
-    events.StreamClose,
-)
 
 
 def raise_fd_limit() -> None:

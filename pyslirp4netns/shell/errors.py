@@ -19,3 +19,12 @@ def log(line: str) -> None:
     """One line on stderr, unbuffered like slirp4netns's."""
     sys.stderr.write(line + "\n")
     sys.stderr.flush()
+
+
+def do_slirp_failed(*lines: str) -> StartupError:
+    """slirp4netns's tail of lines for a failure after the tap exists."""
+    for line in lines:
+        log(line)
+    log("do_slirp is exiting")
+    log("do_slirp failed")
+    return StartupError("parent failed")

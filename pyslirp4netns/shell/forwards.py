@@ -24,7 +24,9 @@ from typing import Protocol
 from pyslirp4netns.config import Config
 from pyslirp4netns.core.nat import seen_by_guest
 from pyslirp4netns.core.stack import Stack
-from pyslirp4netns.shell.streams import HostDatagrams, HostStreams, Watch
+from pyslirp4netns.shell.datagrams import HostDatagrams
+from pyslirp4netns.shell.reactor import EPOLLIN, Watch
+from pyslirp4netns.shell.streams import HostStreams
 
 ACCEPTS_PER_WAKEUP = 64
 
@@ -69,7 +71,7 @@ class PortForwarding:
     def listen(self, rule: Rule) -> None:
         fd = rule.sock.fileno()
         handler = self._accept if rule.proto == "tcp" else self._receive
-        self.watch(fd, _EPOLLIN, functools.partial(handler, rule))
+        self.watch(fd, EPOLLIN, functools.partial(handler, rule))
         self.listening[id(rule)] = fd
 
     def unlisten(self, rule: Rule) -> None:
@@ -100,7 +102,9 @@ class PortForwarding:
                 return None  # e.g. EMFILE: the client waits in the backlog
             now = time.monotonic()
             remote = seen_by_guest(str(peer[0]), guest, self.gateway)
-            flow = self.stack.tcp_open_to_guest(guest, rule.guest_port, remote, int(peer[1]), now)
+            flow = self.stack.streams.open_to_guest(
+                guest, rule.guest_port, remote, int(peer[1]), now
+            )
             if flow is None:
                 sock.close()
                 continue
@@ -118,10 +122,9 @@ class PortForwarding:
                 continue  # an ICMP error from an earlier reply: not this datagram's business
             now = time.monotonic()
             remote = seen_by_guest(str(peer[0]), guest, self.gateway)
-            flow, _ = self.stack.udp_forward_flow(guest, rule.guest_port, remote, int(peer[1]), now)
+            flow, _ = self.stack.datagrams.forward_flow(
+                guest, rule.guest_port, remote, int(peer[1]), now
+            )
             self.datagrams.adopt(flow, rule.sock, peer)
-            self.stack.udp_received(flow, data, now)
+            self.stack.datagrams.udp_received(flow, data, now)
         return None
-
-
-_EPOLLIN = 0x001

@@ -19,56 +19,24 @@ from __future__ import annotations
 
 import ctypes
 import errno
-import fcntl
 import os
 import signal
 import socket
 import struct
 import sys
 import threading
-from dataclasses import dataclass
-
-import pytun
 
 from pyslirp4netns.config import Config
 from pyslirp4netns.shell.errors import StartupError, log, perror
+from pyslirp4netns.shell.tap import Tap, open_tap
 
 CLONE_NEWNET = 0x40000000
 CLONE_NEWUSER = 0x10000000
 PR_SET_PDEATHSIG = 1
-IFNAMSIZ = 16
-
-# <linux/if_tun.h>
-TUNSETIFF = 0x400454CA
-TUNGETIFF = 0x800454D2
-TUNSETOFFLOAD = 0x400454D0
-TUNSETVNETHDRSZ = 0x400454D8
-IFF_TAP = 0x0002
-IFF_NO_PI = 0x1000
-IFF_VNET_HDR = 0x4000
-TUN_F_CSUM = 0x01
-TUN_F_TSO4 = 0x02
-TUN_F_TSO6 = 0x04
-TUN_F_USO4 = 0x20
-TUN_F_USO6 = 0x40
-TCP_OFFLOAD = TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6
-UDP_OFFLOAD = TUN_F_USO4 | TUN_F_USO6
-# struct virtio_net_hdr (legacy): flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
-VNET_HDR_LEN = 10
 
 _libc = ctypes.CDLL(None, use_errno=True)
 # The child's one message beside the fd: vnet_hdr flag, offload flags, then an optional note.
 _MODE = struct.Struct("!?I16s")
-
-
-@dataclass(frozen=True, slots=True)
-class Tap:
-    """The tap fd and the frame format it speaks (ARCHITECTURE.md, "fast path")."""
-
-    fd: int
-    name: str  # as the kernel named it ("tap%d" and "" are expanded)
-    vnet_hdr: bool  # every frame is preceded by a 10-byte virtio_net_hdr
-    offload: int  # TUN_F_* accepted by TUNSETOFFLOAD; 0 = plain frames with full checksums
 
 
 def setns(fd: int, nstype: int) -> None:
@@ -121,76 +89,6 @@ def needs_userns_join(config: Config) -> bool:
         return False  # the netns step reports the missing target with slirp4netns's message
     ours = os.stat("/proc/self/ns/user")
     return (theirs.st_dev, theirs.st_ino) != (ours.st_dev, ours.st_ino)
-
-
-def open_tap(name: str, want_offload: bool) -> tuple[Tap, str | None]:
-    """Create or attach the tap in the current thread's netns; returns it and a fallback note.
-
-    rootlesskit pre-creates a persistent tap without vnet_hdr; TUNSETIFF on attach takes the new
-    flags, but a kernel or device that refuses them gets the plain mode (and one log line).
-    """
-    # slirp4netns copies at most IFNAMSIZ-1 bytes; the kernel expands "%d" and "" -> "tap%d".
-    name = name.encode()[: IFNAMSIZ - 1].decode(errors="ignore")
-    note = None
-    if want_offload:
-        try:
-            dev = pytun.TunTapDevice(
-                name=name, flags=pytun.IFF_TAP | pytun.IFF_NO_PI | pytun.IFF_VNET_HDR
-            )
-        except pytun.Error as e:
-            note = (
-                f"tap offload unavailable (TUNSETIFF with IFF_VNET_HDR: {e.args[-1]}); plain frames"
-            )
-        else:
-            fd, actual = _keep_fd(dev)
-            offload, why = _enable_offload(fd)
-            if not offload:
-                note = f"tap offload unavailable ({why}); plain frames"
-            return Tap(fd, actual, True, offload), note
-    try:
-        dev = pytun.TunTapDevice(name=name, flags=pytun.IFF_TAP | pytun.IFF_NO_PI)
-    except pytun.Error as e:
-        raise perror("ioctl(TUNSETIFF)", e.args[0]) from None
-    fd, actual = _keep_fd(dev)
-    return Tap(fd, actual, False, 0), note
-
-
-def _keep_fd(dev: pytun.TunTapDevice) -> tuple[int, str]:
-    """Detach the fd from pytun's object (which closes its own on close/GC)."""
-    name = dev.name
-    fd = os.dup(dev.fileno())
-    dev.close()
-    return fd, name.decode() if isinstance(name, bytes) else str(name)
-
-
-def _enable_offload(fd: int) -> tuple[int, str]:
-    """Set the vnet header size and the widest offload set the kernel accepts."""
-    try:
-        fcntl.ioctl(fd, TUNSETVNETHDRSZ, struct.pack("i", VNET_HDR_LEN))
-    except OSError as e:
-        return 0, f"TUNSETVNETHDRSZ: {os.strerror(e.errno or errno.EIO)}"
-    error = 0
-    for flags in (TCP_OFFLOAD | UDP_OFFLOAD, TCP_OFFLOAD):  # USO needs Linux >= 6.2
-        try:
-            fcntl.ioctl(fd, TUNSETOFFLOAD, flags)
-            return flags, ""
-        except OSError as e:
-            error = e.errno or errno.EIO
-    return 0, f"TUNSETOFFLOAD: {os.strerror(error)}"
-
-
-def tap_from_fd(fd: int) -> Tap:
-    """--netns-type=tapfd: an inherited, already attached tap; use whatever header it has."""
-    try:
-        ifr = fcntl.ioctl(fd, TUNGETIFF, bytes(40))
-    except OSError as e:
-        raise perror("ioctl(TUNGETIFF)", e.errno or errno.EIO) from None
-    name = ifr[:IFNAMSIZ].split(b"\0", 1)[0].decode()
-    (flags,) = struct.unpack_from("H", ifr, IFNAMSIZ)
-    if not flags & IFF_VNET_HDR:
-        return Tap(fd, name, False, 0)
-    offload, _ = _enable_offload(fd)
-    return Tap(fd, name, True, offload)
 
 
 def _enter_and_open(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from construct import Int8ub, Int16ub, Int32ub, Struct
 
+from pyslirp4netns.wire import numbers
 from pyslirp4netns.wire.codec import Buffer, WireError, checksum, derive, ipv6_pseudo_sum, ones_sum
 from pyslirp4netns.wire.icmpv4 import IcmpRepr
 
@@ -26,7 +27,7 @@ ICMPV6_HEADER = Struct(
 ICMPV6 = derive("Icmpv6Header", ICMPV6_HEADER)
 SIZE = ICMPV6.size
 
-NEXT_HEADER = 58
+NEXT_HEADER = numbers.IPPROTO_ICMPV6
 DEST_UNREACHABLE = 1
 PACKET_TOO_BIG = 2
 TIME_EXCEEDED = 3

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 from construct import Bytes, Int8ub, Int16ub, Struct
 
+from pyslirp4netns.wire import numbers
 from pyslirp4netns.wire.codec import Buffer, WireError, checksum, derive
 
 # RFC 791 §3.1:
@@ -46,10 +47,10 @@ FLAG_MF = 0x2000  # of flags_fragment: more fragments
 FRAGMENT_OFFSET_MASK = 0x1FFF  # of flags_fragment, in 8-byte units
 
 # Protocol numbers (IANA), shared with IPv6's next header.
-PROTO_ICMP = 1
-PROTO_TCP = 6
-PROTO_UDP = 17
-PROTO_ICMPV6 = 58
+PROTO_ICMP = numbers.IPPROTO_ICMP
+PROTO_TCP = numbers.IPPROTO_TCP
+PROTO_UDP = numbers.IPPROTO_UDP
+PROTO_ICMPV6 = numbers.IPPROTO_ICMPV6
 
 _VALUES = IPV4.values_from
 _PACK = IPV4.struct.pack

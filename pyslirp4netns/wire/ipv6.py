@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 from construct import Bytes, Int8ub, Int16ub, Int32ub, Struct
 
+from pyslirp4netns.wire import numbers
 from pyslirp4netns.wire.codec import Buffer, WireError, derive
 
 # RFC 8200 §3:
@@ -63,14 +64,14 @@ FRAGMENT = derive("Ipv6FragmentHeader", FRAGMENT_HEADER)
 FRAGMENT_OFFSET_MASK = 0xFFF8  # of offset_flags: 8-byte units sit 3 bits up, so this is bytes
 FRAGMENT_MF = 0x0001  # of offset_flags: more fragments
 
-NEXT_HOP_BY_HOP = 0
-NEXT_TCP = 6
-NEXT_UDP = 17
-NEXT_ROUTING = 43
-NEXT_FRAGMENT = 44
-NEXT_ICMPV6 = 58
-NEXT_NONE = 59
-NEXT_DEST_OPTS = 60
+NEXT_HOP_BY_HOP = numbers.IPPROTO_HOPOPTS
+NEXT_TCP = numbers.IPPROTO_TCP
+NEXT_UDP = numbers.IPPROTO_UDP
+NEXT_ROUTING = numbers.IPPROTO_ROUTING
+NEXT_FRAGMENT = numbers.IPPROTO_FRAGMENT
+NEXT_ICMPV6 = numbers.IPPROTO_ICMPV6
+NEXT_NONE = numbers.IPPROTO_NONE
+NEXT_DEST_OPTS = numbers.IPPROTO_DSTOPTS
 
 MAX_EXTENSION_HEADERS = 8  # more than any legitimate packet carries; bounds the walk
 _EXTENSIONS = frozenset((NEXT_HOP_BY_HOP, NEXT_ROUTING, NEXT_FRAGMENT, NEXT_DEST_OPTS))

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 from construct import Int8ub, Int16ub, Int32ub, Struct
 
+from pyslirp4netns.wire import numbers
 from pyslirp4netns.wire.codec import Buffer, WireError, checksum, derive, ones_sum, pseudo_sum
 
 # RFC 9293 §3.1:
@@ -51,7 +52,7 @@ URG = 0x20
 ECE = 0x40
 CWR = 0x80
 
-PROTOCOL = 6
+PROTOCOL = numbers.IPPROTO_TCP
 
 # Options: kind, length (counting kind and length), value. RFC 9293 §3.2 (EOL, NOP, MSS),
 # RFC 7323 §2.2 (window scale) and §3.2 (timestamps), RFC 2018 §2 and §3 (SACK).

@@ -6,6 +6,7 @@ from typing import NamedTuple
 
 from construct import Int16ub, Struct
 
+from pyslirp4netns.wire import numbers
 from pyslirp4netns.wire.codec import (
     Buffer,
     WireError,
@@ -33,7 +34,7 @@ UDP_HEADER = Struct(
 UDP = derive("UdpHeader", UDP_HEADER)
 SIZE = UDP.size
 
-PROTOCOL = 17
+PROTOCOL = numbers.IPPROTO_UDP
 
 _VALUES = UDP.values_from
 _PACK = UDP.struct.pack

@@ -34,8 +34,9 @@ def joined(parts: list[object]) -> bytes:
 
 
 def only_output(stack: Stack) -> bytes:
-    assert len(stack.out) == 1, stack.out
-    return joined(stack.out.pop())
+    frames = stack.take_frames()
+    assert len(frames) == 1, frames
+    return joined(frames[0])
 
 
 @pytest.mark.parametrize("target", [GATEWAY, DNS])
@@ -47,14 +48,14 @@ def test_arp_for_an_alias_is_answered_with_52_55_mac(target: bytes) -> None:
     assert (eth.dst, eth.src) == (GUEST_MAC, b"\x52\x55" + target)
     answer = arp.decode(frame, eth.payload_offset)
     assert answer == arp.ArpRepr(arp.REPLY, b"\x52\x55" + target, target, GUEST_MAC, GUEST)
-    assert stack.neighbours == {GUEST: GUEST_MAC}
+    assert stack.egress.neighbours.v4 == {GUEST: GUEST_MAC}
 
 
 @pytest.mark.parametrize("target", ["10.0.2.5", "10.0.2.100", "192.0.2.1"])
 def test_arp_for_anything_else_is_silent(target: str) -> None:
     stack = Stack(CONFIG)
     stack.receive_frame(arp_request(bytes(map(int, target.split(".")))), now=0.0)
-    assert stack.out == []
+    assert stack.take_frames() == []
 
 
 @pytest.mark.parametrize("flags", [{}, {"disable_host_loopback": True, "disable_dns": True}])
@@ -78,10 +79,10 @@ def test_every_truncation_is_counted_and_dropped() -> None:
     for frame in (arp_request(GATEWAY), echo_request(GATEWAY)):
         for cut in range(len(frame)):
             stack.receive_frame(frame[:cut], now=0.0)
-    assert stack.out == []
+    assert stack.take_frames() == []
     assert sum(stack.dropped.values()) > 0
     stack.receive_frame(echo_request(GATEWAY), now=1.0)  # still serving
-    assert len(stack.out) == 1
+    assert len(stack.take_frames()) == 1
 
 
 def test_vlan_tagged_and_unknown_ethertypes_are_dropped() -> None:
@@ -89,7 +90,7 @@ def test_vlan_tagged_and_unknown_ethertypes_are_dropped() -> None:
     tagged = bytes(12) + b"\x81\x00\x00\x05\x08\x06" + arp.request(GUEST_MAC, GUEST, GATEWAY)
     stack.receive_frame(tagged, now=0.0)
     stack.receive_frame(ethernet.encode(ethernet.BROADCAST, GUEST_MAC, 0x88CC) + bytes(50), 0.0)
-    assert stack.out == []
+    assert stack.take_frames() == []
     assert stack.dropped["ethernet: vlan tagged"] == 1
 
 
@@ -98,9 +99,9 @@ def test_frames_for_an_unknown_guest_wait_for_its_arp_answer() -> None:
     other = bytes([10, 0, 2, 50])
     header = ipv4.encode(GATEWAY, other, ipv4.PROTO_UDP, 7)
     frame = [b"\x00" * 6 + b"\x52\x55\x0a\x00\x02\x02\x08\x00" + header + b"payload"]
-    stack._emit(list(frame))  # built for an unknown MAC
-    stack._now = 0.5
-    stack._emit(list(frame))  # asked already: held, no second request
+    stack.egress.emit(list(frame))  # built for an unknown MAC
+    stack.egress.now = 0.5
+    stack.egress.emit(list(frame))  # asked already: held, no second request
     request = only_output(stack)
     eth = ethernet.decode(request)
     asked = arp.decode(request, eth.payload_offset)
@@ -113,8 +114,7 @@ def test_frames_for_an_unknown_guest_wait_for_its_arp_answer() -> None:
     answer = ethernet.encode(b"\x52\x55" + GATEWAY, GUEST_MAC, ethernet.ETHERTYPE_ARP)
     answer += arp.reply(GUEST_MAC, other, b"\x52\x55" + GATEWAY, GATEWAY)
     stack.receive_frame(answer, now=0.6)
-    released = [joined(parts) for parts in stack.out]
+    released = [joined(parts) for parts in stack.take_frames()]
     assert released == [GUEST_MAC + frame[0][6:]] * 2
-    stack.out.clear()
-    stack._emit(list(frame))  # known now: straight out
+    stack.egress.emit(list(frame))  # known now: straight out
     assert only_output(stack) == GUEST_MAC + frame[0][6:]

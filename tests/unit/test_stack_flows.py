@@ -14,7 +14,8 @@ from pyslirp4netns.core import events, ndp
 from pyslirp4netns.core.events import DatagramClose, DatagramOpen, DatagramSend, Log
 from pyslirp4netns.core.fragments import Reassembler, fragment_ipv4
 from pyslirp4netns.core.nat import Nameservers
-from pyslirp4netns.core.stack import DNS_TIMEOUT, UDP_TIMEOUT, Stack
+from pyslirp4netns.core.datagrams import DNS_TIMEOUT, UDP_TIMEOUT
+from pyslirp4netns.core.stack import Stack
 from pyslirp4netns.wire import ethernet, icmpv4, icmpv6, ipv4, ipv6, udp, vnet
 from pyslirp4netns.wire.codec import pseudo_sum
 
@@ -65,10 +66,8 @@ def echo_frame(dst: bytes, data: bytes = b"abcdefgh", ident: int = 0x4242, seq: 
 
 
 def take(stack: Stack) -> tuple[list[bytes], list[events.Request]]:
-    frames = [joined(parts) for parts in stack.out]
-    requests = stack.requests
-    stack.out, stack.requests = [], []
-    return frames, requests
+    frames = [joined(parts) for parts in stack.take_frames()]
+    return frames, stack.take_requests()
 
 
 def decode_udp4(frame: bytes) -> tuple[ipv4.Ipv4Repr, udp.UdpRepr, bytes]:
@@ -98,7 +97,7 @@ def test_host_reply_reaches_the_guest_from_the_address_it_used() -> None:
     stack = Stack(CONFIG)
     stack.receive_frame(udp_frame(GATEWAY, 7777, b"q"), now=0.0)
     take(stack)
-    stack.udp_received(1, b"answer", now=0.5)
+    stack.datagrams.udp_received(1, b"answer", now=0.5)
     frames, requests = take(stack)
     assert requests == [] and len(frames) == 1
     ip, datagram, payload = decode_udp4(frames[0])
@@ -113,7 +112,7 @@ def test_largest_reply_is_fragmented_to_the_mtu_and_reassembles(mtu: int) -> Non
     stack.receive_frame(udp_frame(GATEWAY, 7777, b"q"), now=0.0)
     take(stack)
     data = random.Random(1).randbytes(65507)
-    stack.udp_received(1, data, now=0.0)
+    stack.datagrams.udp_received(1, data, now=0.0)
     frames, _ = take(stack)
     assert all(len(f) <= mtu + ethernet.SIZE for f in frames)
     assert len(frames) == (2 if mtu == 65520 else 45)  # 65535 bytes never fit either
@@ -139,7 +138,7 @@ def test_offloaded_reply_carries_a_partial_checksum_for_the_tap() -> None:
     stack = Stack(CONFIG, vnet_hdr=True)
     stack.receive_frame(udp_frame(GATEWAY, 7777, b"q"), now=0.0)
     take(stack)
-    stack.udp_received(1, b"x" * 100, now=0.0)
+    stack.datagrams.udp_received(1, b"x" * 100, now=0.0)
     (frame,) = take(stack)[0]
     header = vnet.decode(frame)
     assert header == vnet.VnetRepr(vnet.NEEDS_CSUM, vnet.GSO_NONE, 0, 0, 34, 6)
@@ -215,7 +214,7 @@ def test_no_icmp_error_about_broadcast_or_multicast(dst: str) -> None:
 
 def test_dns_alias_goes_to_the_resolver_and_expires_after_10_s() -> None:
     stack = Stack(CONFIG)
-    stack.policy.nameservers = Nameservers(v4=socket.inet_aton("127.0.0.9"))
+    stack.set_nameservers(Nameservers(v4=socket.inet_aton("127.0.0.9")))
     stack.receive_frame(udp_frame(DNS, 53, b"query"), now=100.0)
     stack.receive_frame(udp_frame(GATEWAY, 5000, b"other"), now=100.0)
     _, requests = take(stack)
@@ -226,7 +225,7 @@ def test_dns_alias_goes_to_the_resolver_and_expires_after_10_s() -> None:
     stack.on_timer(100.0 + DNS_TIMEOUT)
     assert take(stack)[1] == [DatagramClose(1)]
     assert stack.next_deadline() == 100.0 + UDP_TIMEOUT
-    stack.udp_received(1, b"late", now=111.0)  # a closed flow: nothing
+    stack.datagrams.udp_received(1, b"late", now=111.0)  # a closed flow: nothing
     assert take(stack) == ([], [])
 
 
@@ -240,7 +239,7 @@ def test_dns_alias_other_port_is_refused() -> None:
 def test_activity_postpones_expiry() -> None:
     stack = Stack(CONFIG)
     stack.receive_frame(udp_frame(GATEWAY, 7, b"x"), now=0.0)
-    stack.udp_received(1, b"y", now=200.0)
+    stack.datagrams.udp_received(1, b"y", now=200.0)
     take(stack)
     stack.on_timer(UDP_TIMEOUT)
     assert take(stack)[1] == []
@@ -250,7 +249,7 @@ def test_activity_postpones_expiry() -> None:
 
 def test_full_table_evicts_the_least_recently_used_flow() -> None:
     stack = Stack(CONFIG)
-    stack.udp_flows.limit = 3
+    stack.datagrams.udp_flows.limit = 3
     for port in (1, 2, 3):
         stack.receive_frame(udp_frame(GATEWAY, port, b"x"), now=float(port))
     stack.receive_frame(udp_frame(GATEWAY, 1, b"again"), now=4.0)  # flow 1 is fresh now
@@ -258,14 +257,14 @@ def test_full_table_evicts_the_least_recently_used_flow() -> None:
     stack.receive_frame(udp_frame(GATEWAY, 4, b"x"), now=5.0)
     _, requests = take(stack)
     assert requests[0] == DatagramClose(2)
-    assert len(stack.udp_flows) == 3 and 2 not in stack.flows
+    assert len(stack.datagrams.udp_flows) == 3 and 2 not in stack.datagrams.flows
 
 
 def test_port_unreachable_from_the_host_reaches_the_guest() -> None:
     stack = Stack(CONFIG)
     stack.receive_frame(udp_frame(GATEWAY, 9999, b"hello"), now=0.0)
     take(stack)
-    stack.datagram_error(1, 2, icmpv4.DEST_UNREACHABLE, icmpv4.PORT_UNREACHABLE, b"hello", 0.0)
+    stack.datagrams.host_error(1, 2, icmpv4.DEST_UNREACHABLE, icmpv4.PORT_UNREACHABLE, b"hello", 0.0)
     (frame,) = take(stack)[0]
     ip = ipv4.decode(frame, ethernet.SIZE)
     assert (ip.src, ip.dst) == (GATEWAY, GUEST)
@@ -281,12 +280,12 @@ def test_failed_flow_gets_net_unreachable_and_is_forgotten() -> None:
     stack = Stack(CONFIG)
     stack.receive_frame(udp_frame(REMOTE, 53, b"q"), now=0.0)
     take(stack)
-    stack.datagram_failed(1, False, b"q")
+    stack.datagrams.host_failed(1, False, b"q")
     frames, requests = take(stack)
     assert requests == [DatagramClose(1)]
     message = icmpv4.decode(frames[0], 34)
     assert (message.type, message.code) == (icmpv4.DEST_UNREACHABLE, icmpv4.NET_UNREACHABLE)
-    assert 1 not in stack.flows
+    assert 1 not in stack.datagrams.flows
     stack.receive_frame(udp_frame(REMOTE, 53, b"q"), now=1.0)  # a new flow next time
     assert isinstance(take(stack)[1][0], DatagramOpen)
 
@@ -312,7 +311,7 @@ def test_echo_to_a_remote_host_goes_through_a_ping_flow() -> None:
     assert isinstance(sent, DatagramSend)
     assert icmpv4.decode(sent.payload).identifier == 0x4242
     # a ping socket answers with its own identifier: the guest gets its own back
-    stack.ping_received(
+    stack.datagrams.ping_received(
         1, icmpv4.encode(icmpv4.ECHO_REPLY, 0, 0x0101 << 16 | 5, b"abcdefgh"), 2.0, False
     )
     (frame,) = take(stack)[0]
@@ -321,7 +320,7 @@ def test_echo_to_a_remote_host_goes_through_a_ping_flow() -> None:
     assert (ip.src, ip.dst) == (REMOTE, GUEST)
     assert (reply.type, reply.identifier, reply.sequence) == (icmpv4.ECHO_REPLY, 0x4242, 5)
     # a raw socket sees everyone's replies: only ours pass
-    stack.ping_received(1, icmpv4.encode(icmpv4.ECHO_REPLY, 0, 0x0101 << 16 | 5, b"x"), 2.0, True)
+    stack.datagrams.ping_received(1, icmpv4.encode(icmpv4.ECHO_REPLY, 0, 0x0101 << 16 | 5, b"x"), 2.0, True)
     assert take(stack) == ([], [])
 
 
@@ -356,7 +355,7 @@ def test_neighbor_solicitation_for_others_is_silent() -> None:
 
 def test_router_solicitation_gets_the_advertisement_of_the_contract() -> None:
     stack = Stack(CONFIG6)
-    stack.policy.nameservers = Nameservers(v6=v6("2001:db8::53"))
+    stack.set_nameservers(Nameservers(v6=v6("2001:db8::53")))
     message = icmpv6.encode(LINK_GUEST6, v6("ff02::2"), icmpv6.ROUTER_SOLICITATION, 0, 0, b"")
     stack.receive_frame(icmp6_frame(v6("ff02::2"), message), now=0.0)
     (frame,) = take(stack)[0]
@@ -422,7 +421,7 @@ def test_udp6_to_the_prefix_goes_to_host_ipv6_loopback_and_back() -> None:
         DatagramOpen(1, events.UDP, socket.AF_INET6, v6("::1"), 8080),
         DatagramSend(1, b"six"),
     ]
-    stack.udp_received(1, b"back", 0.0)
+    stack.datagrams.udp_received(1, b"back", 0.0)
     (frame,) = take(stack)[0]
     ip = ipv6.decode(frame, ethernet.SIZE)
     datagram = udp.decode(frame, ip.payload_offset, ip.payload_length)

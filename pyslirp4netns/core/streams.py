@@ -1,0 +1,375 @@
+"""Guest TCP connections as host streams: the flow table, the forwarder decision, timers, and
+what each connection asks of its host socket.
+
+The forwarder decision (gVisor's): a guest SYN to a destination the policy allows becomes a
+``StreamConnect``; the guest gets SYN|ACK only once the shell reports ``host_connected``, RST|ACK
+on ``host_refused``, and ICMP unreachable about its SYN on ``host_failed``. Retransmitted SYNs
+meanwhile reach the pending connection, which ignores them.
+
+Values out, facts in: ``flush`` hands the shell the bytes to write (``StreamWrite``, read-only
+views of the connection's queue) and is told how much went (``host_written``); a full host
+socket says so, and nothing more is offered until ``host_writable``. When a connection's send
+buffer (host bytes not yet acknowledged by the guest) is full the shell is asked to stop
+reading (``StreamPause``) and later to go on (``StreamResume``), so a fast host sender feels
+TCP backpressure instead of our memory filling. The buffer may pass its mark by one read.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+
+from pyslirp4netns.core import events
+from pyslirp4netns.core.egress import Egress
+from pyslirp4netns.core.events import (
+    StreamClose,
+    StreamConnect,
+    StreamPause,
+    StreamResume,
+    StreamShutdown,
+    StreamWrite,
+)
+from pyslirp4netns.core.nat import Deny, Policy
+from pyslirp4netns.core.neighbours import UNKNOWN_MAC
+from pyslirp4netns.core.tcp import TcpConnection, TcpState, reset_for
+from pyslirp4netns.wire import ethernet, ipv4, ipv6, tcp
+from pyslirp4netns.wire.codec import Buffer
+from pyslirp4netns.wire.numbers import DNS_PORT, IPPROTO_TCP
+
+TCP_LIMIT = 16384  # connections at once; a SYN beyond that gets RST|ACK
+TCP_RCV_BUFFER = 4 << 20  # per connection: the window we offer, bounded by what we hold
+TCP_SND_BUFFER = 4 << 20  # per connection: host bytes kept until the guest acknowledges them
+# How long an ACK of a little guest data may wait for the host's answer to carry it.
+DELAYED_ACK = 0.002
+# A GSO burst toward the guest: whole frame within 64 KiB with any IP and TCP header chain.
+GSO_MAX_SEGMENT = 0xFFFF - ipv6.SIZE - 60
+WRITE_CHUNKS = 64  # buffers offered in one StreamWrite (one sendmsg; IOV_MAX is 1024)
+
+FlowKey = tuple[bytes, int, bytes, int]  # guest, guest port, remote, remote port
+
+
+class TcpFlow:
+    """One guest TCP connection: its protocol state, its addresses and what the shell knows."""
+
+    __slots__ = (
+        "id",
+        "conn",
+        "key",
+        "guest_mac",
+        "guest",
+        "guest_port",
+        "remote",
+        "remote_port",
+        "original",
+        "timer_at",
+        "dirty",
+        "shutdown_sent",
+        "host_full",
+        "reading",
+        "host_done",
+    )
+
+    def __init__(
+        self, flow_id: int, conn: TcpConnection, key: FlowKey, mac: bytes, original: bytes
+    ) -> None:
+        self.id = flow_id
+        self.conn = conn
+        self.key = key
+        self.guest_mac = mac
+        self.guest, self.guest_port, self.remote, self.remote_port = key
+        self.original = original  # the SYN's IP header + 8 bytes, for an ICMP error about it
+        self.timer_at: float | None = None  # earliest deadline of ours in the timer heap
+        self.dirty = False
+        self.shutdown_sent = False
+        self.host_full = False  # the host socket took less than offered: wait for writable
+        self.reading = False  # whether the shell reads the host socket (pause/resume)
+        self.host_done = False  # the host socket sent EOF or failed: nothing more to read
+
+
+class Streams:
+    """The TCP flow table and the timer heap over its connections."""
+
+    def __init__(
+        self,
+        egress: Egress,
+        policy: Policy,
+        requests: list[events.Request],
+        dropped: Counter[str],
+        ids: Iterator[int],
+        rng: Callable[[], float],
+    ) -> None:
+        self.egress = egress
+        self.policy = policy
+        self.requests = requests
+        self.dropped = dropped
+        self._ids = ids
+        self._rng = rng  # a callable () -> float in [0, 1): ISNs and forward source ports
+        self.flows: dict[FlowKey, TcpFlow] = {}
+        self.by_id: dict[int, TcpFlow] = {}
+        self._dirty: list[TcpFlow] = []
+        self._timers: list[tuple[float, int]] = []  # (deadline, flow id), a lazy heap
+
+    # -- from the guest ------------------------------------------------------------------
+    def segment(
+        self,
+        eth: ethernet.EthernetRepr,
+        src: bytes,
+        dst: bytes,
+        buf: Buffer,
+        offset: int,
+        length: int,
+        ip_start: int,
+        now: float,
+        csum_done: bool,
+    ) -> None:
+        seg = tcp.decode(buf, offset, length)
+        if not csum_done and not tcp.checksum_ok(buf, offset, length, src, dst):
+            self.dropped["tcp: bad checksum"] += 1
+            return
+        key = (src, seg.src_port, dst, seg.dst_port)
+        flags = seg.flags
+        flow = self.flows.get(key)
+        if flow is not None:
+            conn = flow.conn
+            start = seg.payload_offset
+            payload = buf[start : start + seg.payload_length]
+            options = tcp.parse_options(seg.options) if flags & tcp.SYN and seg.options else None
+            conn.on_segment(seg.seq, seg.ack, flags, seg.window, payload, now, options)
+            if not (conn.reopen and conn.closed):
+                self._mark(flow)
+                return
+            self._forget(flow)  # TIME-WAIT ended by a new SYN: a new incarnation follows
+        full = len(self.flows) >= TCP_LIMIT
+        if flags & (tcp.SYN | tcp.ACK | tcp.RST) != tcp.SYN or full:
+            # RFC 9293 §3.10.7.1: a segment of no connection gets a reset (never an RST); so
+            # does a SYN when the table is full.
+            if full:
+                self.dropped["tcp: too many connections"] += 1
+            answer = reset_for(seg.seq, seg.ack, flags, seg.payload_length)
+            if answer is not None:
+                self.egress.tcp(eth.src, dst, src, seg.dst_port, seg.src_port, answer, 0)
+            return
+        decision = self.policy.resolve(IPPROTO_TCP, dst, seg.dst_port)
+        original = bytes(buf[ip_start : offset + 8])
+        if isinstance(decision, Deny):
+            self.egress.refuse(eth.src, src, dst, original)
+            return
+        mss, max_segment = self._sizes(len(src) == 4)
+        conn = TcpConnection.accept(
+            irs=seg.seq,
+            peer_window=seg.window,
+            options=tcp.parse_options(seg.options),
+            iss=int(self._rng() * 2**32),
+            now=now,
+            mss=mss,
+            max_segment=max_segment,
+            rcv_buffer=TCP_RCV_BUFFER,
+            snd_buffer=TCP_SND_BUFFER,
+        )
+        flow = self._add(conn, key, eth.src, original)
+        scope = self.policy.nameservers.v6_scope if decision.port == DNS_PORT else 0
+        self.requests.append(
+            StreamConnect(flow.id, decision.family, decision.addr, decision.port, scope)
+        )
+
+    def _sizes(self, v4: bool) -> tuple[int, int]:
+        """Our MSS from the MTU, and the largest burst a segment may carry (GSO or not)."""
+        mss = self.egress.mtu - (ipv4.SIZE if v4 else ipv6.SIZE) - tcp.SIZE
+        return mss, GSO_MAX_SEGMENT if self.egress.vnet_hdr else mss
+
+    def _add(self, conn: TcpConnection, key: FlowKey, mac: bytes, original: bytes) -> TcpFlow:
+        conn.delayed_ack = DELAYED_ACK
+        flow = TcpFlow(next(self._ids), conn, key, mac, original)
+        self.flows[key] = flow
+        self.by_id[flow.id] = flow
+        self._mark(flow)
+        return flow
+
+    def _mark(self, flow: TcpFlow) -> None:
+        """The flow has something for ``flush``: segments, host work or a new deadline."""
+        if not flow.dirty:
+            flow.dirty = True
+            self._dirty.append(flow)
+
+    def _forget(self, flow: TcpFlow) -> None:
+        self.flows.pop(flow.key, None)
+        self.by_id.pop(flow.id, None)
+
+    # -- port forwards: host clients toward the guest ------------------------------------
+    def open_to_guest(
+        self, guest: bytes, guest_port: int, remote: bytes, remote_port: int, now: float
+    ) -> int | None:
+        """An accepted host client becomes an active open toward ``guest``:``guest_port``,
+        appearing to come from ``remote``:``remote_port``; None if no flow can be made. The
+        shell reads the client at once: its bytes queue until the guest answers."""
+        if len(self.flows) >= TCP_LIMIT:
+            self.dropped["tcp: too many connections"] += 1
+            return None
+        key = (guest, guest_port, remote, remote_port)
+        for _ in range(64):  # two clients mapped to the same source: pick another port
+            if key not in self.flows:
+                break
+            remote_port = 1024 + int(self._rng() * 64000)
+            key = (guest, guest_port, remote, remote_port)
+        else:
+            return None
+        mss, max_segment = self._sizes(len(guest) == 4)
+        conn = TcpConnection.connect(
+            iss=int(self._rng() * 2**32),
+            now=now,
+            mss=mss,
+            max_segment=max_segment,
+            rcv_buffer=TCP_RCV_BUFFER,
+            snd_buffer=TCP_SND_BUFFER,
+        )
+        mac = self.egress.neighbours.get(guest) or UNKNOWN_MAC
+        flow = self._add(conn, key, mac, b"")
+        flow.reading = True
+        return flow.id
+
+    # -- facts about host sockets --------------------------------------------------------
+    def host_connected(self, flow_id: int, now: float) -> None:
+        flow = self.by_id.get(flow_id)
+        if flow is not None:
+            flow.conn.host_connected(now)
+            self._mark(flow)
+
+    def host_refused(self, flow_id: int, now: float) -> None:
+        """Connection refused: RST|ACK to the guest (contract §3.4)."""
+        flow = self.by_id.get(flow_id)
+        if flow is not None:
+            flow.conn.host_refused(now)
+            self._mark(flow)
+
+    def host_failed(self, flow_id: int, host_unreachable: bool, now: float) -> None:
+        """Any other connect error: ICMP net (host) unreachable from the gateway about the SYN."""
+        flow = self.by_id.get(flow_id)
+        if flow is None:
+            return
+        flow.conn.host_failed(now)
+        self._forget(flow)
+        self.requests.append(StreamClose(flow.id))
+        self.egress.unreachable(flow.guest_mac, flow.guest, flow.original, host_unreachable)
+
+    def host_data(self, flow_id: int, data: bytes, now: float) -> None:
+        flow = self.by_id.get(flow_id)
+        if flow is not None:
+            flow.conn.host_data(data, now)
+            self._mark(flow)
+
+    def host_written(self, flow_id: int, n: int, full: bool, now: float) -> None:
+        """The shell wrote ``n`` bytes of the last ``StreamWrite``; ``full``: the socket took
+        less than offered, so the rest waits for ``host_writable``."""
+        flow = self.by_id.get(flow_id)
+        if flow is None:
+            return
+        flow.host_full = full
+        if n:
+            _consume(flow.conn.to_host, n)
+            flow.conn.host_consumed(n, now)
+        self._mark(flow)
+
+    def host_writable(self, flow_id: int, now: float) -> None:
+        flow = self.by_id.get(flow_id)
+        if flow is not None:
+            flow.host_full = False
+            self._mark(flow)
+
+    def host_eof(self, flow_id: int, now: float) -> None:
+        flow = self.by_id.get(flow_id)
+        if flow is not None:
+            flow.host_done = True
+            flow.conn.host_eof(now)
+            self._mark(flow)
+
+    def host_reset(self, flow_id: int, now: float) -> None:
+        flow = self.by_id.get(flow_id)
+        if flow is not None:
+            flow.host_done = True
+            flow.conn.host_reset(now)
+            self._mark(flow)
+
+    # -- output and timers ---------------------------------------------------------------
+    def flush(self, now: float) -> None:
+        """Once per batch: every changed flow sends what it owes (one cumulative ACK, data
+        within the guest's window) and says what its host socket should do."""
+        dirty = self._dirty
+        if not dirty:
+            return
+        self._dirty = []
+        requests = self.requests
+        egress = self.egress
+        for flow in dirty:
+            flow.dirty = False
+            conn = flow.conn
+            if flow.guest_mac == UNKNOWN_MAC:  # a port forward's guest: heard from yet?
+                flow.guest_mac = egress.neighbours.get(flow.guest) or UNKNOWN_MAC
+            for segment in conn.flush(now):
+                egress.tcp(
+                    flow.guest_mac,
+                    flow.remote,
+                    flow.guest,
+                    flow.remote_port,
+                    flow.guest_port,
+                    segment,
+                    conn.send_mss,
+                )
+            to_host = conn.to_host
+            if to_host:
+                if not flow.host_full:
+                    chunks = list(to_host) if len(to_host) <= WRITE_CHUNKS else _head(to_host)
+                    requests.append(StreamWrite(flow.id, chunks))
+            elif conn.shutdown_host and not flow.shutdown_sent:
+                # Guest FIN: every byte before it has reached the host socket.
+                flow.shutdown_sent = True
+                requests.append(StreamShutdown(flow.id))
+            if conn.state is TcpState.CLOSED and (conn.closed or conn.reset or conn.timed_out):
+                if flow.id in self.by_id:
+                    self._forget(flow)
+                    abort = conn.reset or conn.timed_out or conn.refused
+                    requests.append(StreamClose(flow.id, abort=abort))
+                continue
+            if not flow.host_done:
+                room = conn.send_space() > 0
+                if room is not flow.reading:
+                    flow.reading = room
+                    requests.append(StreamResume(flow.id) if room else StreamPause(flow.id))
+            deadline = conn.next_deadline()
+            if deadline is not None and (flow.timer_at is None or deadline < flow.timer_at):
+                flow.timer_at = deadline
+                heapq.heappush(self._timers, (deadline, flow.id))
+
+    def next_deadline(self) -> float | None:
+        return self._timers[0][0] if self._timers else None
+
+    def on_timer(self, now: float) -> None:
+        timers = self._timers
+        while timers and timers[0][0] <= now:
+            deadline, flow_id = heapq.heappop(timers)
+            flow = self.by_id.get(flow_id)
+            if flow is None:
+                continue
+            if flow.timer_at == deadline:
+                flow.timer_at = None
+            real = flow.conn.next_deadline()
+            if real is not None and real <= now:
+                flow.conn.on_timer(now)
+            self._mark(flow)  # flush sends what the timer owes and re-arms the next deadline
+
+
+def _head(queue: deque[bytes | memoryview]) -> list[bytes | memoryview]:
+    return [queue[i] for i in range(WRITE_CHUNKS)]
+
+
+def _consume(queue: deque[bytes | memoryview], n: int) -> None:
+    """Drop the first ``n`` bytes of ``queue`` (what the host socket took)."""
+    while n:
+        head = queue[0]
+        size = len(head)
+        if n >= size:
+            queue.popleft()
+            n -= size
+        else:
+            queue[0] = memoryview(head)[n:]
+            n = 0
