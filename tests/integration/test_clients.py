@@ -1,4 +1,4 @@
-"""End to end with the real clients (issue 5, point 7): rootlesskit 1.1.0 and rootless podman
+"""End to end with the real clients: rootlesskit 1.1.0 and rootless podman
 4.3.1 start the network process under test themselves, as the unprivileged test user, and serve
 a page and UDP echoes from their container to the host through its port forwards.
 
@@ -59,7 +59,7 @@ class NoReplyToLoopback(AssertionError):
 
 
 # slirp4netns 1.2.0 drops a guest's UDP reply to 10.0.2.2 under --disable-host-loopback, so a
-# loopback client of a UDP forward never hears back (measured here; issue 5 point 5 fixes it).
+# loopback client of a UDP forward never hears back (measured here; ours answers it).
 LOOPBACK_UDP = [
     pytest.param(
         REFERENCE,
@@ -406,7 +406,7 @@ def test_udp_forward_answers_a_loopback_client(
     client: str,
 ) -> None:
     """Both clients pass --disable-host-loopback. A loopback client of a UDP forward appears to
-    the guest as 10.0.2.2; its replies must still come back (issue 5 point 5; slirp4netns drops
+    the guest as 10.0.2.2; its replies must still come back (slirp4netns drops
     them). The forward is first proven to work from a "remote" client."""
     udp = free_port(outer)
     publish = [f"0.0.0.0:{udp}:5353/udp"]

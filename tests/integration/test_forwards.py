@@ -1,4 +1,4 @@
-"""Port forwards through the API (issue 5): host clients reach guest servers, the guest sees who
+"""Port forwards through the API: host clients reach guest servers, the guest sees who
 they are as slirp4netns shows them, UDP round-trips, IPv6, and the same against slirp4netns."""
 
 from __future__ import annotations

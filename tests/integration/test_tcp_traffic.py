@@ -1,4 +1,4 @@
-"""TCP through the daemon, from a real guest kernel to real host sockets (issue 4).
+"""TCP through the daemon, from a real guest kernel to real host sockets.
 
 Transfers are checked by SHA-256 of what arrived; each scenario that slirp4netns serves runs
 against it too.

@@ -1,4 +1,4 @@
-"""UDP through the daemon, from a real guest kernel to real host sockets (issue 3).
+"""UDP through the daemon, from a real guest kernel to real host sockets.
 
 Every scenario that slirp4netns also serves runs against it too (the reference), so a failure
 on ours alone is ours to fix.

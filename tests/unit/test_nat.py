@@ -10,9 +10,6 @@ import pytest
 
 from pyslirp4netns.config import Config
 from pyslirp4netns.core.nat import (
-    IPPROTO_ICMP,
-    IPPROTO_TCP,
-    IPPROTO_UDP,
     Deny,
     Forward,
     Nameservers,
@@ -20,6 +17,7 @@ from pyslirp4netns.core.nat import (
     parse_resolv_conf,
     seen_by_guest,
 )
+from pyslirp4netns.wire.numbers import IPPROTO_ICMP, IPPROTO_TCP, IPPROTO_UDP
 
 BASE = Config(target="1", pid=1, enable_ipv6=True)
 NS = Nameservers(v4=ip_address("127.0.0.53").packed, v6=ip_address("2001:db8::53").packed)
@@ -71,7 +69,7 @@ def test_disable_dns_makes_the_alias_an_ordinary_address() -> None:
     assert decide(config, IPPROTO_UDP, "fd00::3", 53) == fwd("::1", 53)
 
 
-# Every path issue 3 names, for TCP, UDP and ICMP alike: nothing reaches host loopback.
+# Every path to host loopback, for TCP, UDP and ICMP alike: nothing reaches host loopback.
 LEAKS = [
     "10.0.2.2",
     "10.0.2.3",

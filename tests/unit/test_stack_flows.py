@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import random
 import socket
+from collections.abc import Sequence
 from dataclasses import replace
 
 import pytest
 
 from pyslirp4netns.config import Config
-from pyslirp4netns.core import events, ndp
+from pyslirp4netns.core import events
+from pyslirp4netns.core.datagrams import DNS_TIMEOUT, UDP_TIMEOUT
 from pyslirp4netns.core.events import DatagramClose, DatagramOpen, DatagramSend, Log
 from pyslirp4netns.core.fragments import Reassembler, fragment_ipv4
 from pyslirp4netns.core.nat import Nameservers
-from pyslirp4netns.core.datagrams import DNS_TIMEOUT, UDP_TIMEOUT
 from pyslirp4netns.core.stack import Stack
 from pyslirp4netns.wire import ethernet, icmpv4, icmpv6, ipv4, ipv6, udp, vnet
-from pyslirp4netns.wire.codec import pseudo_sum
+from pyslirp4netns.wire.codec import Buffer, pseudo_sum
+from pyslirp4netns.wire.numbers import ALL_NODES6
 
 GUEST_MAC = bytes.fromhex("020000000001")
 GUEST = bytes([10, 0, 2, 100])
@@ -34,8 +36,8 @@ def v6(text: str) -> bytes:
     return socket.inet_pton(socket.AF_INET6, text)
 
 
-def joined(parts: list[object]) -> bytes:
-    return b"".join(bytes(p) for p in parts)  # type: ignore[call-overload]
+def joined(parts: Sequence[Buffer]) -> bytes:
+    return b"".join(bytes(p) for p in parts)
 
 
 def udp_frame(
@@ -117,7 +119,7 @@ def test_largest_reply_is_fragmented_to_the_mtu_and_reassembles(mtu: int) -> Non
     assert all(len(f) <= mtu + ethernet.SIZE for f in frames)
     assert len(frames) == (2 if mtu == 65520 else 45)  # 65535 bytes never fit either
     reassembler: Reassembler[bytes] = Reassembler()
-    done = None
+    done: tuple[bytes | None, bytes] | None = None
     for frame in frames:
         ip = ipv4.decode(frame, ethernet.SIZE)
         chunk = frame[ip.payload_offset : ip.payload_offset + ip.payload_length]
@@ -264,7 +266,9 @@ def test_port_unreachable_from_the_host_reaches_the_guest() -> None:
     stack = Stack(CONFIG)
     stack.receive_frame(udp_frame(GATEWAY, 9999, b"hello"), now=0.0)
     take(stack)
-    stack.datagrams.host_error(1, 2, icmpv4.DEST_UNREACHABLE, icmpv4.PORT_UNREACHABLE, b"hello", 0.0)
+    stack.datagrams.host_error(
+        1, 2, icmpv4.DEST_UNREACHABLE, icmpv4.PORT_UNREACHABLE, b"hello", 0.0
+    )
     (frame,) = take(stack)[0]
     ip = ipv4.decode(frame, ethernet.SIZE)
     assert (ip.src, ip.dst) == (GATEWAY, GUEST)
@@ -320,7 +324,9 @@ def test_echo_to_a_remote_host_goes_through_a_ping_flow() -> None:
     assert (ip.src, ip.dst) == (REMOTE, GUEST)
     assert (reply.type, reply.identifier, reply.sequence) == (icmpv4.ECHO_REPLY, 0x4242, 5)
     # a raw socket sees everyone's replies: only ours pass
-    stack.datagrams.ping_received(1, icmpv4.encode(icmpv4.ECHO_REPLY, 0, 0x0101 << 16 | 5, b"x"), 2.0, True)
+    stack.datagrams.ping_received(
+        1, icmpv4.encode(icmpv4.ECHO_REPLY, 0, 0x0101 << 16 | 5, b"x"), 2.0, True
+    )
     assert take(stack) == ([], [])
 
 
@@ -388,11 +394,9 @@ def test_unsolicited_advertisement_every_200_to_600_s_without_rdnss_when_no_v6_r
 
 def test_guest_router_advertisement_is_logged_once() -> None:
     stack = Stack(CONFIG6)
-    message = icmpv6.encode(
-        LINK_GUEST6, ndp.ALL_NODES6, icmpv6.ROUTER_ADVERTISEMENT, 0, 0, bytes(8)
-    )
-    stack.receive_frame(icmp6_frame(ndp.ALL_NODES6, message), now=0.0)
-    stack.receive_frame(icmp6_frame(ndp.ALL_NODES6, message), now=0.0)
+    message = icmpv6.encode(LINK_GUEST6, ALL_NODES6, icmpv6.ROUTER_ADVERTISEMENT, 0, 0, bytes(8))
+    stack.receive_frame(icmp6_frame(ALL_NODES6, message), now=0.0)
+    stack.receive_frame(icmp6_frame(ALL_NODES6, message), now=0.0)
     assert take(stack) == ([], [Log("libslirp: Warning: guest sent NDP RA, but shouldn't")])
 
 
