@@ -1,0 +1,17 @@
+"""The shell: every fd, the clock, signals and the one event loop; no protocol logic.
+
+Module map:
+
+  daemon      start-up (contract order), the loop, and carrying out the core's requests
+  reactor     epoll and the fd -> handler table
+  tap         open or attach the tap with offloads; batched frame reads and writev
+  streams     host sockets behind the core's TCP streams
+  datagrams   host sockets behind the core's UDP and ping flows
+  forwards    port forwards' listeners: accepted clients become flows toward the guest
+  apiserver   the API socket and its clients (the only owner of listening sockets)
+  netns       join the target's namespaces (thread, or a child where a userns is joined)
+  configure   -c: addresses, routes and links inside the target, through pyroute2
+  resolv      the resolv.conf watcher behind the DNS alias
+  faults      a test-only fault injector at the tap boundary
+  errors      slirp4netns-worded stderr lines and the start-up error
+"""
