@@ -1,21 +1,27 @@
-#!/usr/bin/env python3
 """Throughput, 1-byte request/response rate and peak RSS: pyslirp4netns against slirp4netns.
 
-Everything runs inside the test rig (tests/rig.py, shared/TESTING.md): one loopback-only ``Outer``
-namespace holds the servers and the daemons, and every measurement ("cell") gets a fresh guest
-namespace and a fresh daemon started with ``--configure --mtu M -r 3 PID tap0``, so the daemon's
-``VmHWM`` is the peak RSS of that one run. Guest traffic to 10.0.2.2 reaches the servers on the
-Outer's 127.0.0.1, and nothing can leave the machine.
+Everything runs inside the test rig (the package tests.rig, shared/TESTING.md): one loopback-only
+``Outer`` namespace holds the servers and the daemons, and every measurement ("cell") gets a fresh
+guest namespace and a fresh daemon started with ``--configure --mtu M -r 3 PID tap0``, so the
+daemon's ``VmHWM`` is the peak RSS of that one run. Guest traffic to 10.0.2.2 reaches the servers
+on the Outer's 127.0.0.1, and nothing can leave the machine.
 
 Scenarios, each at every ``--mtu``:
-  g2h  ``iperf3 -c 10.0.2.2 -t T -J`` in the guest, ``iperf3 -s`` on 127.0.0.1; Gbit/s received
-  h2g  the same with ``-R``
-  rr   sequential 1-byte round trips on one connection for T seconds; round trips per second
+  g2h   ``iperf3 -c 10.0.2.2 -t T -J`` in the guest, ``iperf3 -s`` on 127.0.0.1; Gbit/s received
+  h2g   the same with ``-R``
+  rr    sequential 1-byte round trips on one connection for T seconds; round trips per second
+  fwd   host->guest through an API port forward: ``iperf3 -c 127.0.0.1`` in Outer, ``iperf3 -s``
+        in the guest; Gbit/s
+  idle  g2h with 100 idle API clients connected and the gateway pinged every 50 ms; Gbit/s and
+        the ping's p99, compared with g2h of the same binary (not run against slirp4netns, whose
+        network stops while an API client is idle)
 
 Binaries alternate (A B C A B C ...) ``--repeat`` times per scenario so that drift of the machine
-hits all of them alike; the table gives medians and ours/slirp4netns beside the issue's targets. A
-cell that fails prints ``fail (reason)`` and the run goes on. Needs root. Run as
-``python3 benchmarks/throughput.py --duration 5 --repeat 3``.
+hits all of them alike; the table gives medians, ours/slirp4netns beside the targets, and with
+``--baseline DIR`` ours/baseline, where "baseline" is ``python3 -m pyslirp4netns`` from another
+checkout (DIR, e.g. the tree before a change). A cell that fails prints ``fail (reason)`` and the
+run goes on. Needs root. Run from the checkout root as
+``python3 -m benchmarks.throughput --duration 5 --repeat 3``.
 """
 
 from __future__ import annotations
@@ -39,30 +45,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-CHECKOUT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(CHECKOUT / "tests"))
-
-from programs import api_request  # noqa: E402
-from rig import (  # noqa: E402  (the rig lives beside the tests, not in the package)
+from tests.rig import (
+    CHECKOUT,
     REFERENCE,
     Daemon,
     Guest,
+    NotReady,
     Outer,
+    api_request,
     binary,
     end_process,
-    read_ready,
+    start_ready,
     wait_until,
 )
 
 GATEWAY = "10.0.2.2"  # the host's loopback as the guest sees it
 IPERF_PORT = 5201
 ECHO_PORT = 7777
-READY_TIMEOUT = 30.0  # daemon start-up (the reference needs well under a second)
 LISTEN_TIMEOUT = 10.0  # a server in Outer to start listening
 CONNECT_TIMEOUT = 5.0  # the guest's connect: ours without TCP must fail fast, not in minutes
 SLACK = 30.0  # beyond --duration for a client to finish before it is killed
 
-# Issue 4's targets for ours/slirp4netns (no target at MTUs the issue does not name).
+# Targets for ours/slirp4netns (none at other MTUs).
 TARGETS: dict[tuple[str, int | None], float] = {
     ("g2h", 65520): 1.5,
     ("g2h", 1500): 4.0,
@@ -74,7 +78,7 @@ TARGETS: dict[tuple[str, int | None], float] = {
 
 # fwd: host->guest through an API port forward (iperf3 client on the host's 127.0.0.1).
 # idle: g2h with 100 idle API clients connected and a ping to the gateway running; compared
-# with g2h of the same binary (issue 5: >= 90 %, ping p99 < 20 ms), not with slirp4netns, whose
+# with g2h of the same binary (targets: >= 90 %, ping p99 < 20 ms), not with slirp4netns, whose
 # network stops while any API client is idle.
 KINDS = ("g2h", "h2g", "rr", "fwd", "idle")
 IDLE_CLIENTS = 100
@@ -137,7 +141,9 @@ class Variant:
     label: str
     program: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
-    reference: bool = False
+    reference: bool = False  # slirp4netns: what the ratio column divides by
+    baseline: bool = False  # another checkout of ours: what the ours/baseline column divides by
+    note: str = ""  # for the header line
 
 
 @dataclass(frozen=True)
@@ -430,7 +436,6 @@ def measure_idle(
 def run_cell(outer: Outer, variant: Variant, scenario: Scenario, args: argparse.Namespace) -> Run:
     guest: Guest | None = None
     daemon: Daemon | None = None
-    r, w = os.pipe()
     rss: int | None = None
     try:
         guest = Guest(outer, rootless=args.rootless)
@@ -438,12 +443,11 @@ def run_cell(outer: Outer, variant: Variant, scenario: Scenario, args: argparse.
         api = os.path.join(outer.dir, f"api-{os.getpid()}.sock")
         if scenario.kind in ("fwd", "idle"):
             argv = ["-a", api, *argv]
-        daemon = Daemon(outer, argv, fds={3: w}, env=dict(variant.env), program=variant.program)
-        os.close(w)
-        w = -1
-        ready = read_ready(r, READY_TIMEOUT)
-        if ready != b"1":
-            raise CellFailed(f"not ready ({ready!r}): {last_line(daemon.stderr)}")
+        try:
+            daemon = start_ready(outer, argv, env=dict(variant.env), program=variant.program)
+        except NotReady as e:  # the daemon is ended already
+            got = "no EOF" if e.ready is None else repr(e.ready)
+            raise CellFailed(f"not ready ({got}): {last_line(e.stderr)}") from None
         peak = PeakRss(daemon_pid(daemon))
         try:
             p99 = None
@@ -475,9 +479,6 @@ def run_cell(outer: Outer, variant: Variant, scenario: Scenario, args: argparse.
         return Run(None, rss, f"{type(e).__name__}: {e}")
     finally:
         with signals_deferred():
-            for fd in (r, w):
-                if fd >= 0:
-                    os.close(fd)
             if daemon is not None:
                 quietly_close(daemon)
             if guest is not None:
@@ -503,42 +504,62 @@ def fmt_runs(row: Row) -> str:
     return text.strip()
 
 
-def table(rows: Sequence[Row], reference: Variant | None) -> str:
-    header = ("scenario", "binary", "median", "ratio", "target", "peak RSS", "runs")
+def table(rows: Sequence[Row], reference: Variant | None, baseline: Variant | None) -> str:
+    """One line per scenario and binary; ``ratio`` is against slirp4netns (the targets' measure),
+    ``ours/baseline`` (with --baseline) against the other checkout."""
+    header: tuple[str, ...] = (
+        "scenario",
+        "binary",
+        "median",
+        "ratio",
+        "target",
+        "peak RSS",
+        "runs",
+    )
+    if baseline is not None:
+        header = (*header[:4], "ours/baseline", *header[4:])
     lines: list[tuple[str, ...]] = []
     by_scenario: dict[Scenario, dict[str, Row]] = {}
     for row in rows:
         by_scenario.setdefault(row.scenario, {})[row.variant.label] = row
+
+    def median_of(variants: dict[str, Row], which: Variant | None) -> float | None:
+        row = variants.get(which.label) if which else None
+        return row.median() if row else None
+
     for scenario, variants in by_scenario.items():
-        base = variants.get(reference.label) if reference else None
-        base_median = base.median() if base else None
+        ref_median = median_of(variants, reference)
+        base_median = median_of(variants, baseline)
         for row in variants.values():
             median = row.median()
-            ratio = target = ""
+            ratio = target = versus = ""
             if not row.variant.reference:
                 wanted = scenario.target()
-                if median is not None and base_median:
-                    r = median / base_median
+                if median is not None and ref_median:
+                    r = median / ref_median
                     ratio = f"{r:.2f}x"
                     if wanted is not None:
                         target = f">={wanted:g}x " + ("met" if r >= wanted else "MISSED")
                 else:
                     ratio = "-"
                     target = f">={wanted:g}x" if wanted is not None else ""
+                if not row.variant.baseline:
+                    versus = f"{median / base_median:.2f}x" if median and base_median else "-"
             rss = row.rss_median_kib()
-            lines.append(
-                (
-                    scenario.name,
-                    row.variant.label,
-                    f"{fmt_value(median, scenario.unit)} {scenario.unit}"
-                    if median is not None
-                    else "fail",
-                    ratio,
-                    target,
-                    f"{rss / 1024:.1f} MiB" if rss is not None else "-",
-                    fmt_runs(row),
-                )
+            cells: tuple[str, ...] = (
+                scenario.name,
+                row.variant.label,
+                f"{fmt_value(median, scenario.unit)} {scenario.unit}"
+                if median is not None
+                else "fail",
+                ratio,
+                target,
+                f"{rss / 1024:.1f} MiB" if rss is not None else "-",
+                fmt_runs(row),
             )
+            if baseline is not None:
+                cells = (*cells[:4], versus, *cells[4:])
+            lines.append(cells)
     widths = [max(len(x[i]) for x in [header, *lines]) for i in range(len(header) - 1)]
 
     def render(cells: tuple[str, ...]) -> str:
@@ -556,7 +577,7 @@ def table(rows: Sequence[Row], reference: Variant | None) -> str:
 
 
 def idle_summary(rows: Sequence[Row]) -> str:
-    """Issue 5: g2h with idle API clients against g2h without, and the gateway ping's p99."""
+    """g2h with idle API clients against g2h without, and the gateway ping's p99."""
     lines = []
     for row in rows:
         if row.scenario.kind != "idle" or not row.runs:
@@ -586,6 +607,29 @@ def idle_summary(rows: Sequence[Row]) -> str:
 # -- main ----------------------------------------------------------------------------------------
 
 
+def package_dir(env: dict[str, str]) -> str:
+    """Where ``python3 -m pyslirp4netns`` under ``env`` (in this cwd) takes the package from."""
+    probe = [sys.executable, "-c", "import pyslirp4netns; print(pyslirp4netns.__path__[0])"]
+    done = subprocess.run(
+        probe, env={**os.environ, **env}, capture_output=True, timeout=30, check=False
+    )
+    if done.returncode:
+        raise SystemExit(f"throughput.py: {last_line(done.stderr.decode(errors='replace'))}")
+    return os.path.realpath(done.stdout.decode().strip())
+
+
+def baseline_variant(directory: str) -> Variant:
+    """``python3 -m pyslirp4netns`` from another checkout: PYTHONPATH=DIR, and PYTHONSAFEPATH so
+    that ``-m`` does not put the cwd (this checkout, when run from its root) first on sys.path."""
+    root = os.path.realpath(directory)
+    env = {"PYTHONPATH": root, "PYTHONSAFEPATH": "1"}
+    found = package_dir(env)
+    if os.path.dirname(found) != root:
+        raise SystemExit(f"throughput.py: --baseline {directory}: pyslirp4netns comes from {found}")
+    program = (sys.executable, "-m", "pyslirp4netns")
+    return Variant("baseline", program, tuple(env.items()), baseline=True, note=f"from {found}")
+
+
 def variants_for(args: argparse.Namespace) -> list[Variant]:
     ours = tuple(shlex.split(args.binary)) if args.binary else tuple(binary())
     # The daemon must be this checkout's package whatever the cwd or an editable install says.
@@ -599,7 +643,12 @@ def variants_for(args: argparse.Namespace) -> list[Variant]:
         ),
         "slirp4netns": Variant("slirp4netns", (args.reference,), reference=True),
     }
-    return [available[name] for name in args.variants]
+    variants = [available[name] for name in args.variants]
+    if args.baseline:
+        # Beside ours, before the reference: A baseline B C A baseline B C ...
+        at = next((i for i, v in enumerate(variants) if v.reference), len(variants))
+        variants.insert(at, baseline_variant(args.baseline))
+    return variants
 
 
 def scenarios_for(args: argparse.Namespace) -> list[Scenario]:
@@ -612,8 +661,9 @@ def scenarios_for(args: argparse.Namespace) -> list[Scenario]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
+        prog="python3 -m benchmarks.throughput",
         description="iperf3 both ways, 1-byte request/response and peak RSS: "
-        "pyslirp4netns against slirp4netns inside the loopback-only test rig (root)."
+        "pyslirp4netns against slirp4netns inside the loopback-only test rig (root).",
     )
     p.add_argument("--duration", type=float, default=5.0, metavar="T", help="seconds per run")
     p.add_argument("--repeat", type=int, default=3, metavar="R", help="runs per binary/scenario")
@@ -634,6 +684,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         choices=["ours", "ours-nooffload", "slirp4netns"],
         default=["ours", "ours-nooffload", "slirp4netns"],
         help="which binaries to run",
+    )
+    p.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also run python3 -m pyslirp4netns with PYTHONPATH=DIR (another checkout, e.g. "
+        "before a change) as the variant 'baseline', and give ours/baseline",
     )
     p.add_argument(
         "--rootless", action="store_true", help="guests made by unshare -Urn (default: unshare -n)"
@@ -677,8 +733,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     for v in variants:
-        extra = " ".join(f"{k}={val}" for k, val in v.env if k != "PYTHONPATH")
-        print(f"# {v.label}: {extra + ' ' if extra else ''}{shlex.join(v.program)}", flush=True)
+        shown = [f"{k}={val}" for k, val in v.env if v.baseline or k != "PYTHONPATH"]
+        line = " ".join([*shown, shlex.join(v.program), *([v.note] if v.note else [])])
+        print(f"# {v.label}: {line}", flush=True)
 
     interrupted = False
     outer: Outer | None = None
@@ -713,9 +770,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             with signals_deferred():
                 quietly_close(outer)
     print()
-    print(table([r for r in rows if r.runs], reference))
+    baseline = next((v for v in variants if v.baseline), None)
+    print(table([r for r in rows if r.runs], reference, baseline))
     print(idle_summary(rows))
-    print(f"\n# {time.monotonic() - started:.0f}s; ratio = median(ours) / median(slirp4netns)")
+    legend = "ratio = median(ours) / median(slirp4netns)"
+    if baseline is not None:
+        legend += "; ours/baseline = median(ours) / median(baseline)"
+    print(f"\n# {time.monotonic() - started:.0f}s; {legend}")
     return 130 if interrupted else 0
 
 

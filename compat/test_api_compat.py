@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from programs import ask, read_all
-from rig import REFERENCE, Daemon, Guest, User, read_ready
+
+from tests.rig import REFERENCE, Daemon, Guest, User, ask, read_all, read_ready
 
 pytestmark = [
     pytest.mark.timeout(300),

@@ -13,7 +13,8 @@ import time
 from collections.abc import Callable
 
 import pytest
-from rig import NO_SUCH_PID, REFERENCE, Daemon, Guest, link_details, read_ready
+
+from tests.rig import NO_SUCH_PID, REFERENCE, Daemon, Guest, link_details, start_ready
 
 pytestmark = [
     pytest.mark.timeout(120),
@@ -63,13 +64,10 @@ def test_tapname_of_a_non_tap_device(make_guest, make_daemon) -> None:
     assert ours == ref == (1, "", "ioctl(TUNSETIFF): Invalid argument\nchild failed(1)\n")
 
 
-def test_second_instance_on_a_busy_tap(make_guest, make_daemon, pipes) -> None:
+def test_second_instance_on_a_busy_tap(make_guest, make_daemon) -> None:
     def scenario(p: list[str] | None) -> tuple[int, str, str]:
         guest = make_guest()
-        r, w = pipes()
-        first = make_daemon(["-r", "3", str(guest.pid), "tap0"], fds={3: w}, program=p)
-        os.close(w)
-        assert read_ready(r, 30) == b"1", first.stderr
+        first = start_ready(make_daemon, ["-r", "3", str(guest.pid), "tap0"], program=p)
         result = outcome(make_daemon([str(guest.pid), "tap0"], program=p))
         first.close()
         return result
@@ -98,14 +96,13 @@ def configured_run(
     guest: Guest = make_guest(rootless=rootless)
     sock = outer.dir / f"cmp-{len(args)}-{rootless}-{bool(p)}.sock"
     exit_r, exit_w = pipes()
-    ready_r, ready_w = pipes()
-    daemon = make_daemon(
+    daemon = start_ready(
+        make_daemon,
         [*args, "-a", str(sock), "-e", "3", "-r", "4", str(guest.pid), "tap0"],
-        fds={3: exit_r, 4: ready_w},
+        ready_fd=4,
+        fds={3: exit_r},
         program=p,
     )
-    os.close(ready_w)
-    assert read_ready(ready_r, 30) == b"1", daemon.stderr
     time.sleep(2.5)  # IPv6 DAD settles the link-local address the same way for both
     state = {
         "addr": guest.run(["ip", "-d", "addr"]).stdout.decode(),

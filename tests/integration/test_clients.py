@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import pytest
-from clients import (
+
+from tests.rig import REFERENCE, Outer, Remote, User, wait_until
+from tests.rig.clients import (
     Podman,
     RootlessKit,
     Sandbox,
@@ -36,7 +38,6 @@ from clients import (
     udp_once,
     workdir,
 )
-from rig import REFERENCE, Outer, Remote, User, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import stat
 
 import pytest
-from rig import REFERENCE, read_ready
+
+from tests.rig import PROGRAMS, start_ready
 
 pytestmark = pytest.mark.timeout(120)
 
-BINARIES = [
-    pytest.param(None, id="pyslirp4netns"),
-    pytest.param(
-        [REFERENCE],
-        id="slirp4netns",
-        marks=pytest.mark.skipif(not os.path.exists(REFERENCE), reason="no reference"),
-    ),
-]
 
-
-@pytest.mark.parametrize("program", BINARIES)
-def test_udhcpc_leases_the_first_pool_address(make_guest, make_daemon, pipes, outer, program):
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_udhcpc_leases_the_first_pool_address(make_guest, make_daemon, outer, program):
     guest = make_guest(rootless=True)
-    r, w = pipes()
-    daemon = make_daemon(["-r", "3", str(guest.pid), "tap0"], fds={3: w}, program=program)
-    os.close(w)
-    assert read_ready(r, 30) == b"1", daemon.stderr
+    start_ready(make_daemon, ["-r", "3", str(guest.pid), "tap0"], program=program)
     script = outer.dir / "udhcpc.sh"
     script.write_text(
         '#!/bin/sh\n[ "$1" = bound ] && echo "ip=$ip subnet=$subnet router=$router dns=$dns '

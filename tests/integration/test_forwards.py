@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from programs import PROGRAMS, TCP_TOOL, UDP_CLIENT, UDP_SERVER, api_request
-from rig import Background, Remote
+
+from tests.rig import PROGRAMS, TCP_TOOL, UDP_CLIENT, UDP_SERVER, Background, Remote, api_request
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -2,43 +2,29 @@
 
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
-from rig import REFERENCE, read_ready
+
+from tests.rig import PROGRAMS, start_ready
 
 pytestmark = pytest.mark.timeout(120)
 
 
-def configured_guest(make_guest, make_daemon, pipes, rootless: bool, extra: list[str], program):  # type: ignore[no-untyped-def]
+def configured_guest(make_guest, make_daemon, rootless: bool, extra: list[str], program):  # type: ignore[no-untyped-def]
     guest = make_guest(rootless=rootless)
-    r, w = pipes()
     args = [*extra, "-c", "-r", "3", str(guest.pid), "tap0"]
-    daemon = make_daemon(args, fds={3: w}, program=program)
-    os.close(w)
-    assert read_ready(r, 30) == b"1", daemon.stderr
-    return guest, daemon
+    return guest, start_ready(make_daemon, args, program=program)
 
 
 @pytest.mark.parametrize(
     "extra", [[], ["--disable-host-loopback", "--disable-dns"]], ids=["default", "disabled"]
 )
 @pytest.mark.parametrize("rootless", [False, True], ids=["root", "rootless"])
-@pytest.mark.parametrize(
-    "program",
-    [
-        pytest.param(None, id="pyslirp4netns"),
-        pytest.param(
-            [REFERENCE],
-            id="slirp4netns",
-            marks=pytest.mark.skipif(not os.path.exists(REFERENCE), reason="no reference"),
-        ),
-    ],
-)
-def test_ping_and_arp_for_the_aliases(make_guest, make_daemon, pipes, rootless, extra, program):
+@pytest.mark.parametrize("program", PROGRAMS)
+def test_ping_and_arp_for_the_aliases(make_guest, make_daemon, rootless, extra, program):
     """The same scenario against slirp4netns (the reference) and us."""
-    guest, daemon = configured_guest(make_guest, make_daemon, pipes, rootless, extra, program)
+    guest, daemon = configured_guest(make_guest, make_daemon, rootless, extra, program)
     for alias, mac in (("10.0.2.2", "52:55:0a:00:02:02"), ("10.0.2.3", "52:55:0a:00:02:03")):
         ping = guest.run(["busybox", "ping", "-c", "3", "-W", "2", alias], check=False)
         assert ping.returncode == 0, ping.stdout.decode() + ping.stderr.decode()

@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from programs import PROGRAMS, SLAAC_WAIT
-from rig import Remote, is_reference
+
+from tests.rig import PROGRAMS, SLAAC_WAIT, Remote, is_reference
 
 pytestmark = pytest.mark.timeout(120)
 

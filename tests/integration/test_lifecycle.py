@@ -9,19 +9,18 @@ import time
 
 import psutil
 import pytest
-from rig import Daemon, read_ready
+
+from tests.rig import Daemon, start_ready
 
 pytestmark = pytest.mark.timeout(120)
 
 STAYS_UP = 1.0  # how long "keeps running" is watched
 
 
-def started(make_guest, make_daemon, pipes, extra: list[str], fds: dict[int, int], **kw) -> Daemon:  # type: ignore[no-untyped-def]
+def started(make_guest, make_daemon, extra: list[str], fds: dict[int, int], **kw) -> Daemon:  # type: ignore[no-untyped-def]
     guest = make_guest()
-    r, w = pipes()
-    daemon = make_daemon([*extra, "-r", "9", str(guest.pid), "tap0"], fds={**fds, 9: w}, **kw)
-    os.close(w)
-    assert read_ready(r, 30) == b"1", daemon.stderr
+    args = [*extra, "-r", "9", str(guest.pid), "tap0"]
+    daemon = start_ready(make_daemon, args, ready_fd=9, fds=fds, **kw)
     daemon.guest = guest  # type: ignore[attr-defined]
     return daemon
 
@@ -39,17 +38,17 @@ def assert_clean_exit(daemon: Daemon, reason: str) -> None:
 
 def test_exit_fd_pipe_writer_closes(make_guest, make_daemon, pipes) -> None:
     r, w = pipes()
-    daemon = started(make_guest, make_daemon, pipes, ["-e", "3"], {3: r})
+    daemon = started(make_guest, make_daemon, ["-e", "3"], {3: r})
     os.write(w, b"data does not end the run")
     assert_runs_on(daemon)
     os.close(w)
     assert_clean_exit(daemon, "exitfd event")
 
 
-def test_exit_fd_socketpair(make_guest, make_daemon, pipes) -> None:
+def test_exit_fd_socketpair(make_guest, make_daemon) -> None:
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        daemon = started(make_guest, make_daemon, pipes, ["-e", "3"], {3: theirs.fileno()})
+        daemon = started(make_guest, make_daemon, ["-e", "3"], {3: theirs.fileno()})
         theirs.close()
         ours.shutdown(socket.SHUT_WR)  # half-close: slirp4netns keeps running
         assert_runs_on(daemon)
@@ -57,16 +56,16 @@ def test_exit_fd_socketpair(make_guest, make_daemon, pipes) -> None:
         assert_clean_exit(daemon, "exitfd event")
 
 
-def test_exit_fd_not_open_exits_at_once(make_guest, make_daemon, pipes) -> None:
+def test_exit_fd_not_open_exits_at_once(make_guest, make_daemon) -> None:
     """POLLNVAL: an exit fd that is not open ends the run right after ready."""
-    daemon = started(make_guest, make_daemon, pipes, ["-e", "7"], {})
+    daemon = started(make_guest, make_daemon, ["-e", "7"], {})
     assert_clean_exit(daemon, "exitfd event")
 
 
-def test_exit_fd_devnull_never_fires(make_guest, make_daemon, pipes) -> None:
+def test_exit_fd_devnull_never_fires(make_guest, make_daemon) -> None:
     null = os.open(os.devnull, os.O_RDONLY)
     try:
-        daemon = started(make_guest, make_daemon, pipes, ["-e", "3"], {3: null})
+        daemon = started(make_guest, make_daemon, ["-e", "3"], {3: null})
     finally:
         os.close(null)
     assert_runs_on(daemon)
@@ -76,10 +75,10 @@ def test_exit_fd_devnull_never_fires(make_guest, make_daemon, pipes) -> None:
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_signal_exits_cleanly_and_removes_api_socket(
-    make_guest, make_daemon, pipes, outer, signum: int
+    make_guest, make_daemon, outer, signum: int
 ) -> None:
     sock = outer.dir / f"sig-{os.getpid()}-{signum}.sock"
-    daemon = started(make_guest, make_daemon, pipes, ["-a", str(sock)], {})
+    daemon = started(make_guest, make_daemon, ["-a", str(sock)], {})
     assert sock.exists()
     daemon.signal(signum)
     assert_clean_exit(daemon, f"{signal.Signals(signum).name} received")
@@ -87,13 +86,10 @@ def test_signal_exits_cleanly_and_removes_api_socket(
 
 
 @pytest.mark.parametrize("rootless", [False, True], ids=["root-guest", "rootless-guest"])
-def test_target_death_ends_the_run(make_guest, make_daemon, pipes, rootless: bool) -> None:
+def test_target_death_ends_the_run(make_guest, make_daemon, rootless: bool) -> None:
     """Better than slirp4netns (which idles forever): exit 0 within 2 s, one log line."""
     guest = make_guest(rootless=rootless)
-    r, w = pipes()
-    daemon = make_daemon(["-c", "-r", "3", str(guest.pid), "tap0"], fds={3: w})
-    os.close(w)
-    assert read_ready(r, 30) == b"1", daemon.stderr
+    daemon = start_ready(make_daemon, ["-c", "-r", "3", str(guest.pid), "tap0"])
     guest.close()
     started_at = time.monotonic()
     assert daemon.wait(2) == 0, daemon.stderr
@@ -103,12 +99,9 @@ def test_target_death_ends_the_run(make_guest, make_daemon, pipes, rootless: boo
     )
 
 
-def test_sigkill_leaves_nothing_behind(make_guest, make_daemon, pipes, unpriv) -> None:
+def test_sigkill_leaves_nothing_behind(make_guest, make_daemon, unpriv) -> None:
     guest = make_guest(rootless=True, user=unpriv)
-    r, w = pipes()
-    daemon = make_daemon(["-c", "-r", "3", str(guest.pid), "tap0"], fds={3: w}, user=unpriv)
-    os.close(w)
-    assert read_ready(r, 30) == b"1", daemon.stderr
+    daemon = start_ready(make_daemon, ["-c", "-r", "3", str(guest.pid), "tap0"], user=unpriv)
     daemon.remember_descendants()
     daemon.signal(signal.SIGKILL)
     assert daemon.wait(5) == -signal.SIGKILL
@@ -117,8 +110,8 @@ def test_sigkill_leaves_nothing_behind(make_guest, make_daemon, pipes, unpriv) -
     assert "tap0" not in guest.run(["ip", "-o", "link"]).stdout.decode()
 
 
-def test_idle_cpu_is_near_zero(make_guest, make_daemon, pipes) -> None:
-    daemon = started(make_guest, make_daemon, pipes, ["-c"], {})
+def test_idle_cpu_is_near_zero(make_guest, make_daemon) -> None:
+    daemon = started(make_guest, make_daemon, ["-c"], {})
     proc = psutil.Process(daemon.pid)
     before = proc.cpu_times()
     time.sleep(2)
@@ -127,15 +120,13 @@ def test_idle_cpu_is_near_zero(make_guest, make_daemon, pipes) -> None:
     assert used < 0.05, f"{used:.3f} s of CPU in 2 s idle"
 
 
-def test_ready_fd_is_not_written_on_failure(make_guest, make_daemon, pipes, outer) -> None:
+def test_ready_fd_is_not_written_on_failure(make_guest, make_daemon, outer) -> None:
     """An API path of 108 bytes fails after the tap exists: EOF on the ready fd, never b"1"."""
     guest = make_guest()
     long_path = str(outer.dir / ("x" * (108 - len(str(outer.dir)) - 1)))
     assert len(long_path) == 108
-    r, w = pipes()
-    daemon = make_daemon(["-a", long_path, "-r", "3", str(guest.pid), "tap0"], fds={3: w})
-    os.close(w)
-    assert read_ready(r, 30) == b""
+    args = ["-a", long_path, "-r", "3", str(guest.pid), "tap0"]
+    daemon = start_ready(make_daemon, args, expect=b"")
     assert daemon.wait(10) == 1
     assert daemon.stderr.endswith(
         "the specified API socket path is too long (>= 108)\n"
@@ -143,9 +134,9 @@ def test_ready_fd_is_not_written_on_failure(make_guest, make_daemon, pipes, oute
     ), daemon.stderr
 
 
-def test_ready_comes_after_the_api_socket_listens(make_guest, make_daemon, pipes, outer) -> None:
+def test_ready_comes_after_the_api_socket_listens(make_guest, make_daemon, outer) -> None:
     sock = outer.dir / f"order-{os.getpid()}.sock"
-    daemon = started(make_guest, make_daemon, pipes, ["-a", str(sock)], {})
+    daemon = started(make_guest, make_daemon, ["-a", str(sock)], {})
     client = socket.socket(socket.AF_UNIX)
     with client:
         client.settimeout(5)

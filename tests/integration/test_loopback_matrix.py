@@ -4,8 +4,8 @@ A guest's kernel never routes 127.0.0.1, 0.0.0.0 or ::1 out of tap0, but a hosti
 any frame it likes. So scapy writes them straight onto the tap, addressed to the gateway's MAC:
 TCP SYN, UDP and ICMP echo toward every address that could lead to host loopback. In the outer
 "host" namespace an AF_PACKET socket on ``lo`` counts what arrives there, beside listeners on
-0.0.0.0 and [::] (``scapy_tools``). The daemon runs with ``--configure --disable-host-loopback
---enable-ipv6``.
+0.0.0.0 and [::] (``tests.rig.scapy_tools``). The daemon runs with ``--configure
+--disable-host-loopback --enable-ipv6``.
 
 slirp4netns 1.2.0 is run on the same matrix and printed beside us, never asserted: it lets a guest
 through to 127.0.0.0/8, 0.0.0.0, ::1, :: and ::ffff:127.0.0.1 (contract §3.4); we must show 0
@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 import pytest
-from rig import REFERENCE, Daemon, Guest, Outer, read_ready
-from scapy_tools import HostListener, Probe, Report, SendSpec, classify, payload, probes
+
+from tests.rig import REFERENCE, Daemon, Guest, Outer, start_ready
+from tests.rig.scapy_tools import HostListener, Probe, Report, SendSpec, classify, payload, probes
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -82,7 +83,6 @@ def ipv6_source(guest: Guest) -> str:
 def run_matrix(
     make_guest: Callable[..., Guest],
     make_daemon: Callable[..., Daemon],
-    pipes: Callable[[], tuple[int, int]],
     listen: Callable[[], HostListener],
     program: Sequence[str] | None,
     flags: Sequence[str],
@@ -91,11 +91,8 @@ def run_matrix(
     """One daemon, one guest, one listener: send every cell REPEAT times, count what arrived."""
     guest = make_guest(rootless=False)  # root style: scapy needs CAP_NET_RAW in the guest
     listener = listen()
-    r, w = pipes()
     args = [*flags, "--configure", "--enable-ipv6", "-r", "3", str(guest.pid), "tap0"]
-    daemon = make_daemon(args, fds={3: w}, program=program)
-    os.close(w)
-    assert read_ready(r, 30) == b"1", daemon.stderr
+    daemon = start_ready(make_daemon, args, program=program)
     spec = SendSpec(cells, src4=GUEST4, src6=ipv6_source(guest), repeat=REPEAT)
     sent = guest.run(spec.argv(), timeout=30, check=False)
     assert sent.returncode == 0, sent.stderr.decode()
@@ -141,15 +138,13 @@ def table(results: dict[str, Report | None]) -> str:
 
 @needs_scapy
 def test_disable_host_loopback_matrix_reaches_nothing(  # type: ignore[no-untyped-def]
-    make_guest, make_daemon, pipes, listen
+    make_guest, make_daemon, listen
 ) -> None:
     flags = ["--disable-host-loopback"]
     results: dict[str, Report | None] = {THEIRS: None}
     if os.path.exists(REFERENCE):
-        results[THEIRS] = run_matrix(
-            make_guest, make_daemon, pipes, listen, [REFERENCE], flags, MATRIX
-        )
-    ours = run_matrix(make_guest, make_daemon, pipes, listen, None, flags, MATRIX)
+        results[THEIRS] = run_matrix(make_guest, make_daemon, listen, [REFERENCE], flags, MATRIX)
+    ours = run_matrix(make_guest, make_daemon, listen, None, flags, MATRIX)
     results[OURS] = ours
     text = table(results)
     print("\n" + text)
@@ -169,10 +164,10 @@ def test_disable_host_loopback_matrix_reaches_nothing(  # type: ignore[no-untype
     ],
 )
 def test_without_the_flag_the_gateway_reaches_host_loopback(  # type: ignore[no-untyped-def]
-    make_guest, make_daemon, pipes, listen, program
+    make_guest, make_daemon, listen, program
 ) -> None:
     """The positive control: the rig does see a crafted SYN or datagram that gets through."""
-    report = run_matrix(make_guest, make_daemon, pipes, listen, program, [], CONTROL)
+    report = run_matrix(make_guest, make_daemon, listen, program, [], CONTROL)
     seen = {p.proto: (report.sniffed(p), report.received(p)) for p in CONTROL}
     assert all(sniffed > 0 and received > 0 for sniffed, received in seen.values()), seen
 

@@ -1,6 +1,6 @@
 """Start-up for real: each consumer's exact argv against a real namespace reaches ready.
 
-Every daemon runs inside the loopback-only outer namespace of the rig (tests/rig.py).
+Every daemon runs inside the loopback-only outer namespace of the rig (tests/rig/).
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import threading
 from pathlib import Path
 
 import pytest
-from rig import Daemon, Guest, Outer, User, binary, read_ready, wait_until
 
 from pyslirp4netns.shell import netns
+from tests.rig import Guest, Outer, User, binary, start_ready, wait_until
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -35,21 +35,10 @@ def assert_configured(guest: Guest, mtu: int, vnet_hdr: str = "on") -> None:
     assert "default via 10.0.2.2 dev tap0" in route, route
 
 
-def start(make_daemon, pipes, args: list[str], **kwargs) -> tuple[Daemon, bytes]:  # type: ignore[no-untyped-def]
-    """Start with ``-r 3`` appended by the caller's args; return the daemon and its ready bytes."""
-    r, w = pipes()
-    fds = dict(kwargs.pop("fds", {}))
-    fds[3] = w
-    daemon = make_daemon(args, fds=fds, **kwargs)
-    os.close(w)
-    return daemon, read_ready(r, 30)
-
-
 @pytest.mark.parametrize("rootless", [False, True], ids=["root-guest", "rootless-guest"])
-def test_configure_pid_mode_as_root(make_guest, make_daemon, pipes, rootless: bool) -> None:
+def test_configure_pid_mode_as_root(make_guest, make_daemon, rootless: bool) -> None:
     guest = make_guest(rootless=rootless)
-    daemon, ready = start(make_daemon, pipes, ["-c", "-r", "3", str(guest.pid), "tap0"])
-    assert ready == b"1", daemon.stderr
+    daemon = start_ready(make_daemon, ["-c", "-r", "3", str(guest.pid), "tap0"])
     assert_configured(guest, 1500)
     assert "sent tapfd=" in daemon.stderr and "received tapfd=" in daemon.stderr
     assert daemon.stdout.startswith("Starting slirp\n* MTU:             1500\n"), daemon.stdout
@@ -57,7 +46,7 @@ def test_configure_pid_mode_as_root(make_guest, make_daemon, pipes, rootless: bo
 
 
 def test_rootlesskit_argv_as_unprivileged_user(
-    make_guest, make_daemon, pipes, unpriv: User, outer: Outer
+    make_guest, make_daemon, unpriv: User, outer: Outer
 ) -> None:
     """rootlesskit 1.1.0: pre-created persistent tap0, up, no -c; we must join the userns."""
     guest = make_guest(rootless=True, user=unpriv)
@@ -68,8 +57,7 @@ def test_rootlesskit_argv_as_unprivileged_user(
     os.chown(sock_dir, unpriv.uid, unpriv.gid)
     sock = sock_dir / ".s4nn.sock"
     args = ["--mtu", "65520", "-r", "3", "--disable-host-loopback", "--api-socket", str(sock)]
-    daemon, ready = start(make_daemon, pipes, [*args, str(guest.pid), "tap0"], user=unpriv)
-    assert ready == b"1", daemon.stderr
+    daemon = start_ready(make_daemon, [*args, str(guest.pid), "tap0"], user=unpriv)
     # ready means the API socket is already listening (rootlesskit connects right away)
     assert stat.S_ISSOCK(os.stat(sock).st_mode)
     assert "vnet_hdr on" in tap_details(guest), "the pre-created tap must take the offload flags"
@@ -106,15 +94,14 @@ def test_podman_argv_as_root_of_a_user_namespace(
         f"exec {program} {PODMAN_ARGS} {nspath} tap0"
     )
     exit_r, exit_w = pipes()
-    ready_r, ready_w = pipes()
-    daemon = make_daemon(
+    daemon = start_ready(
+        make_daemon,
         [],
+        ready_fd=4,  # -r 4 is in the script's PODMAN_ARGS
+        fds={3: exit_r},
         user=unpriv,
         program=["unshare", "-Urm", "--propagation", "private", "sh", "-c", script],
-        fds={3: exit_r, 4: ready_w},
     )
-    os.close(ready_w)
-    assert read_ready(ready_r, 30) == b"1", daemon.stderr
     wait_until(holder.exists, 10, "the holder pid file")
     sleeper = int(holder.read_text())
     # The daemon is uid 0 of the user namespace `unshare -Ur` made; the tap lives in the netns.
@@ -130,11 +117,10 @@ def test_podman_argv_as_root_of_a_user_namespace(
     os.kill(sleeper, signal.SIGKILL)
 
 
-def test_offload_can_be_turned_off(make_guest, make_daemon, pipes) -> None:
+def test_offload_can_be_turned_off(make_guest, make_daemon) -> None:
     guest = make_guest()
     env = {"PYSLIRP4NETNS_OFFLOAD": "0"}
-    daemon, ready = start(make_daemon, pipes, ["-c", "-r", "3", str(guest.pid), "tap0"], env=env)
-    assert ready == b"1", daemon.stderr
+    start_ready(make_daemon, ["-c", "-r", "3", str(guest.pid), "tap0"], env=env)
     assert_configured(guest, 1500, vnet_hdr="off")
 
 
@@ -152,17 +138,14 @@ def open_tap_in(guest: Guest, name: str) -> netns.Tap:
     return result[0]
 
 
-def test_tapfd_mode_uses_the_inherited_tap(make_guest, make_daemon, pipes) -> None:
+def test_tapfd_mode_uses_the_inherited_tap(make_guest, make_daemon) -> None:
     """slirp4netns 1.3.0's --netns-type=tapfd: no namespace join, no sent/received lines."""
     guest = make_guest(rootless=False)
     tap = open_tap_in(guest, "tapx")
     try:
-        daemon, ready = start(
-            make_daemon, pipes, ["--netns-type=tapfd", "-r", "3", "5"], fds={5: tap.fd}
-        )
+        daemon = start_ready(make_daemon, ["--netns-type=tapfd", "-r", "3", "5"], fds={5: tap.fd})
     finally:
         os.close(tap.fd)
-    assert ready == b"1", daemon.stderr
     assert "tapfd=" not in daemon.stderr
     # The tap is still attached (to the daemon): a second attach is refused as busy.
     assert "vnet_hdr on" in tap_details(guest, "tapx")
@@ -170,13 +153,12 @@ def test_tapfd_mode_uses_the_inherited_tap(make_guest, make_daemon, pipes) -> No
     assert daemon.wait(10) == 0
 
 
-def test_unix_socket_api_path_removed_and_replaced(make_guest, make_daemon, pipes, outer) -> None:
+def test_unix_socket_api_path_removed_and_replaced(make_guest, make_daemon, outer) -> None:
     """An existing file at --api-socket is replaced; a clean exit removes the socket."""
     guest = make_guest()
     sock = outer.dir / f"api-{os.getpid()}.sock"
     Path(sock).write_text("stale")
-    daemon, ready = start(make_daemon, pipes, ["-a", str(sock), "-r", "3", str(guest.pid), "tap0"])
-    assert ready == b"1", daemon.stderr
+    daemon = start_ready(make_daemon, ["-a", str(sock), "-r", "3", str(guest.pid), "tap0"])
     assert stat.S_ISSOCK(os.stat(sock).st_mode)
     assert f"* API Socket:      {sock}\n" in daemon.stdout
     daemon.signal(signal.SIGTERM)

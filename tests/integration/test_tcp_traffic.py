@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-from programs import PROGRAMS, SLAAC_WAIT, TCP_TOOL
-from rig import Background, is_reference
+
+from tests.rig import PROGRAMS, SLAAC_WAIT, TCP_TOOL, Background, is_reference
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -10,8 +10,8 @@ import json
 import time
 
 import pytest
-from programs import PROGRAMS, SLAAC_WAIT, UDP_CLIENT, UDP_SERVER
-from rig import Background, Remote, is_reference
+
+from tests.rig import PROGRAMS, SLAAC_WAIT, UDP_CLIENT, UDP_SERVER, Background, Remote, is_reference
 
 pytestmark = pytest.mark.timeout(600)
 

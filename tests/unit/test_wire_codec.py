@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-import struct
 from typing import Any
 
 import construct
@@ -22,6 +21,7 @@ from pyslirp4netns.wire.codec import (
     ones_sum,
     udp_checksum_field,
 )
+from tests.rig.frames import reference_sum
 
 MODULES = ["vnet", "ethernet", "arp", "ipv4", "ipv6", "icmpv4", "icmpv6", "udp", "tcp", "dhcp"]
 
@@ -125,19 +125,8 @@ def test_derive_byte_order_follows_multibyte_fields() -> None:
     assert derive("T", construct.Struct("a" / construct.Bytes(2))).struct.format == ">2s"
 
 
-# The Internet checksum, against a word-by-word RFC 1071 §4.1 loop written independently.
-
-
-def reference_sum(data: bytes | bytearray, initial: int = 0) -> int:
-    """RFC 1071 §4.1 sample: add 16-bit words, fold carries back in."""
-    if len(data) % 2:
-        data = bytes(data) + b"\x00"  # a copy: never pad the caller's bytearray
-    total = initial
-    for (word,) in struct.iter_unpack("!H", data):
-        total += word
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
+# The Internet checksum, against a word-by-word RFC 1071 §4.1 loop written independently
+# (tests.rig.frames.reference_sum).
 
 
 @given(st.binary(max_size=300), st.integers(0, 0x3FFFF))

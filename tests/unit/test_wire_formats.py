@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_wire_codec import reference_sum
 
 from pyslirp4netns.wire import (
     arp,
@@ -30,6 +29,7 @@ from pyslirp4netns.wire import (
     vnet,
 )
 from pyslirp4netns.wire.codec import WireError, ipv4_pseudo_sum, ones_sum, pseudo_sum
+from tests.rig.frames import reference_sum
 
 GUEST_MAC = bytes.fromhex("d28ec16a550f")
 GATEWAY_MAC = bytes.fromhex("52550a000202")

@@ -1,4 +1,5 @@
-"""The test rig of shared/TESTING.md: nothing a daemon under test does can leave the machine.
+"""The namespaces of the test rig (shared/TESTING.md): nothing a daemon under test does can leave
+the machine.
 
 * ``Outer``: a loopback-only network namespace with a private mount namespace in which
   /etc/resolv.conf is a bind-mounted file naming a resolver on 127.0.0.1 (a fake one, when a test
@@ -7,7 +8,9 @@
   (rootless style, optionally as a real unprivileged user), held open by a ``sleep``.
 * ``Daemon``: the binary under test (ours by default; ``SLIRP4NETNS_BIN`` picks another, e.g.
   ``/usr/bin/slirp4netns`` for the same scenario against the reference), spawned inside ``Outer``
-  with chosen fd numbers (podman passes ``-e 3 -r 4``), stdout/stderr captured to files.
+  with chosen fd numbers (podman passes ``-e 3 -r 4``), stdout/stderr captured to files;
+  ``start_ready`` spawns one and waits for its ready fd.
+* ``Remote``: a "remote" host (198.51.100.10, 2001:db8::10) joined to ``Outer`` by a veth pair.
 
 Every wait has a timeout; every process is ended by PID in ``close()``, which fixtures call in
 their teardown whatever the test did.
@@ -15,6 +18,7 @@ their teardown whatever the test did.
 
 from __future__ import annotations
 
+import functools
 import os
 import pwd
 import select
@@ -28,12 +32,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 
 TEST_USER = "pyslirp4netns-test"  # created by .ci/run
 REFERENCE = "/usr/bin/slirp4netns"
 NO_SUCH_PID = "2147483647"  # above any pid_max: can never name a live process
+READY_TIMEOUT = 30.0  # a daemon's start-up, up to its ready fd (the reference needs well under 1 s)
 
 
 def wait_until(
@@ -331,6 +337,64 @@ def read_ready(fd: int, timeout: float) -> bytes:
         if not chunk:
             return data
         data += chunk
+
+
+class NotReady(AssertionError):
+    """A daemon did not answer on its ready fd as expected (it has been ended by PID)."""
+
+    def __init__(self, daemon: Daemon, ready: bytes | None, reason: str) -> None:
+        self.ready = ready  # what the ready fd gave (None: it timed out)
+        self.stderr = daemon.stderr
+        self.returncode = daemon.poll()
+        super().__init__(f"daemon {shlex.join(daemon.argv)}: {reason}\n{self.stderr}")
+
+
+def start_ready(
+    spawn: Outer | Callable[..., Daemon],
+    args: Sequence[str],
+    *,
+    ready_fd: int = 3,
+    fds: Mapping[int, int] | None = None,
+    timeout: float = READY_TIMEOUT,
+    expect: bytes = b"1",
+    **kwargs: Any,
+) -> Daemon:
+    """Spawn a daemon with a ready pipe at ``ready_fd`` and wait for EOF on it.
+
+    ``spawn``: an ``Outer`` (the caller closes the daemon) or a factory taking ``(args, fds=...,
+    **kwargs)`` such as the ``make_daemon`` fixture (which closes it at teardown). ``args`` must
+    name the fd (``-r 3``, podman's ``-r 4``...): they are passed as they are, so each consumer's
+    exact argv stays visible in the test. ``fds`` are further inherited fds (an exit fd), and
+    ``kwargs`` go to ``Daemon`` (``program``, ``user``, ``env``, ``wrap``).
+
+    Returns the daemon once the ready fd gave ``expect`` (slirp4netns writes b"1" and closes;
+    ``expect=b""`` for a start-up meant to fail). Anything else, or no EOF within ``timeout``,
+    ends the daemon and raises ``NotReady`` with its stderr.
+    """
+    make = functools.partial(Daemon, spawn) if isinstance(spawn, Outer) else spawn
+    r, w = os.pipe()
+    try:
+        try:
+            daemon = make(args, fds={**(fds or {}), ready_fd: w}, **kwargs)
+        finally:
+            os.close(w)  # the daemon holds the only writer: its exit is an EOF too
+        ready: bytes | None
+        try:
+            ready = read_ready(r, timeout)
+        except TimeoutError as e:
+            ready, reason = None, str(e)
+        except BaseException:  # e.g. Ctrl-C in a benchmark: nothing may be left running
+            daemon.close()
+            raise
+        else:
+            if ready == expect:
+                return daemon
+            reason = f"ready fd gave {ready!r}, not {expect!r}"
+    finally:
+        os.close(r)
+    error = NotReady(daemon, ready, reason)  # reads stderr before close() removes it
+    daemon.close()
+    raise error
 
 
 def link_details(text: str) -> str:

@@ -1,5 +1,6 @@
-"""What several integration tests share: the binaries a scenario runs against, a wait for the
-guest's IPv6 address, and a one-shot client of the JSON API."""
+"""What several integration tests share: the binaries a scenario runs against, the scripts of
+tests/tools/ (run by path inside the namespaces), a wait for the guest's IPv6 address, and a
+one-shot client of the JSON API."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from rig import REFERENCE
 
-TOOLS = Path(__file__).resolve().parent / "tools"
+from .namespaces import REFERENCE
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+TOOLS = CHECKOUT / "tests" / "tools"
 TCP_TOOL = [sys.executable, str(TOOLS / "tcp_tool.py")]
 UDP_SERVER = [sys.executable, str(TOOLS / "udp_server.py")]
 UDP_CLIENT = [sys.executable, str(TOOLS / "udp_client.py")]

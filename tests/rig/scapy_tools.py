@@ -1,7 +1,8 @@
 """Crafted guest frames (scapy) and a host-loopback hit counter, for the integration tests.
 
-Each half runs as a script inside the namespace it belongs to; the test drives both through the
-rig (``Outer.prefix()``, ``Guest.run``):
+Each half runs as a script (this file, by path) inside the namespace it belongs to; the test drives
+both through the rig (``Outer.prefix()``, ``Guest.run``). So this module imports nothing from the
+package it sits in, and its scripts run with ``-P``: tests/rig/ is not put on their ``sys.path``.
 
 * ``listen`` runs in ``Outer``, the loopback-only "host". It keeps TCP and UDP listeners on
   0.0.0.0 and [::] for a range of ports, and an AF_PACKET socket on ``lo`` that counts what
@@ -46,6 +47,7 @@ SPORT_BASE = 41000  # guest source ports: SPORT_BASE + 8 * number + repetition
 ECHO_ID_BASE = 0x5000  # echo identifier: ECHO_ID_BASE + number
 GATEWAY4_MAC = "52:55:0a:00:02:02"  # libslirp: 52:55 + the gateway's IPv4 address
 GATEWAY6_MAC = "52:56:00:00:00:02"  # libslirp answers NDP for its IPv6 aliases with this MAC
+SCRIPT = [sys.executable, "-P", __file__]  # this module as a script, run by path
 
 
 class Probe(NamedTuple):
@@ -236,7 +238,7 @@ class HostListener:
     """The ``listen`` script started under ``prefix`` (e.g. ``Outer.prefix()``); ended by PID."""
 
     def __init__(self, prefix: Sequence[str], ports: range, lifetime: float = 90) -> None:
-        argv = [*prefix, sys.executable, __file__, "listen", str(ports.start), str(ports.stop)]
+        argv = [*prefix, *SCRIPT, "listen", str(ports.start), str(ports.stop)]
         self.proc = subprocess.Popen(
             [*argv, str(lifetime)],
             stdin=subprocess.PIPE,
@@ -311,7 +313,7 @@ class SendSpec:
             "repeat": self.repeat,
             "interval": self.interval,
         }
-        return [sys.executable, __file__, "send", json.dumps(spec)]
+        return [*SCRIPT, "send", json.dumps(spec)]
 
 
 def send(spec: dict[str, Any]) -> int:

@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import psutil
-from rig import Outer, User, end_process, ns_id, wait_until
 
-REPO = Path(__file__).resolve().parents[1]
-TOOLS = REPO / "tests" / "tools"
+from .namespaces import Outer, User, end_process, ns_id, wait_until
+from .programs import CHECKOUT, TOOLS, UDP_CLIENT
+
 # The clients run as the test user with a clean environment: no root PATH, no PYTHONPATH.
 CLEAN_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -68,7 +68,7 @@ def make_wrapper(directory: Path) -> Path:
     path = directory / "pyslirp4netns"
     path.write_text(
         "#!/bin/sh\n"
-        f"PYTHONPATH='{REPO}'${{PYTHONPATH:+:$PYTHONPATH}}\n"
+        f"PYTHONPATH='{CHECKOUT}'${{PYTHONPATH:+:$PYTHONPATH}}\n"
         "export PYTHONPATH\n"
         f"exec '{python}' -m pyslirp4netns \"$@\"\n"
     )
@@ -196,7 +196,7 @@ def http_get(outer: Outer, port: int, timeout: float = 3) -> tuple[int, str]:
 def udp_once(prefix: Sequence[str], host: str, port: int, payload: str, timeout: float = 2) -> str:
     """One datagram to host:port from the namespace ``prefix`` enters; the reply or the error's
     name (e.g. TimeoutError)."""
-    argv = [sys.executable, str(TOOLS / "udp_client.py"), "once", host, str(port)]
+    argv = [*UDP_CLIENT, "once", host, str(port)]
     argv += ["--payload", payload, "--timeout", str(timeout)]
     result = subprocess.run([*prefix, *argv], capture_output=True, timeout=timeout + 10, check=True)
     return result.stdout.decode(errors="replace").strip()
@@ -204,7 +204,7 @@ def udp_once(prefix: Sequence[str], host: str, port: int, payload: str, timeout:
 
 def udp_echo(prefix: Sequence[str], host: str, port: int, count: int) -> dict[str, float]:
     """``count`` datagrams of sizes 1..65507, each checked byte for byte (udp_client.py)."""
-    argv = [sys.executable, str(TOOLS / "udp_client.py"), "echo", host, str(port)]
+    argv = [*UDP_CLIENT, "echo", host, str(port)]
     argv += ["--count", str(count)]
     result = subprocess.run([*prefix, *argv], capture_output=True, timeout=60, check=True)
     summary: dict[str, float] = json.loads(result.stdout)

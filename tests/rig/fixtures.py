@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from rig import Daemon, Guest, Outer, User, read_ready
+
+from .namespaces import Daemon, Guest, Outer, User, start_ready
 
 
 @pytest.fixture(scope="session")
@@ -90,9 +91,7 @@ def pipes() -> Iterator[Callable[[], tuple[int, int]]]:
 
 @pytest.fixture
 def slirp(
-    make_guest: Callable[..., Guest],
-    make_daemon: Callable[..., Daemon],
-    pipes: Callable[[], tuple[int, int]],
+    make_guest: Callable[..., Guest], make_daemon: Callable[..., Daemon]
 ) -> Callable[..., tuple[Guest, Daemon]]:
     """start(program=None, extra=(), rootless=True, user=None, env=None): a guest with a
     configured tap0 (``-c``) behind a daemon that has written its ready byte."""
@@ -105,12 +104,8 @@ def slirp(
         env: dict[str, str] | None = None,
     ) -> tuple[Guest, Daemon]:
         guest = make_guest(rootless=rootless, user=user)
-        r, w = pipes()
         args = [*extra, "-c", "-r", "3", str(guest.pid), "tap0"]
-        daemon = make_daemon(args, fds={3: w}, program=program, user=user, env=env)
-        os.close(w)
-        ready = read_ready(r, 30)
-        assert ready == b"1", daemon.stderr
+        daemon = start_ready(make_daemon, args, program=program, user=user, env=env)
         return guest, daemon
 
     return start
