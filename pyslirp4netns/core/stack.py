@@ -194,12 +194,7 @@ class Stack:
             elif ip.dst in self.egress.aliases:
                 self.gateway.echo4(eth, ip, buf, message)
             else:
-                start = message.payload_offset
-                whole = bytes(buf[start - icmpv4.SIZE : start + message.payload_length])
-                original = buf[ip_start : start + 8]
-                self.datagrams.ping(
-                    eth, ip.src, ip.dst, message.identifier, whole, original, now, IPPROTO_ICMP
-                )
+                self._ping(eth, ip.src, ip.dst, buf, message, ip_start, 8, now)
         else:
             self.dropped["ipv4: protocol not served"] += 1
 
@@ -237,14 +232,28 @@ class Stack:
             elif ip.dst in ALIASES6:
                 self.gateway.icmp6(eth, ip, frame, message)
             else:
-                start = message.payload_offset
-                whole = bytes(frame[start - icmpv6.SIZE : start + message.payload_length])
-                original = frame[ip_start : start + 4]
-                self.datagrams.ping(
-                    eth, ip.src, ip.dst, message.identifier, whole, original, now, IPPROTO_ICMPV6
-                )
+                self._ping(eth, ip.src, ip.dst, frame, message, ip_start, 4, now)
         else:
             self.dropped["ipv6: protocol not served"] += 1
+
+    def _ping(
+        self,
+        eth: ethernet.EthernetRepr,
+        src: bytes,
+        dst: bytes,
+        buf: Buffer,
+        message: icmpv4.IcmpRepr,
+        ip_start: int,
+        quote: int,
+        now: float,
+    ) -> None:
+        """An echo request to another host, through a ping flow; an ICMP error about it will
+        quote its IP header and ``quote`` bytes of its echo data."""
+        start = message.payload_offset
+        whole = bytes(buf[start - icmpv4.SIZE : start + message.payload_length])
+        original = buf[ip_start : start + quote]
+        proto = IPPROTO_ICMP if len(src) == 4 else IPPROTO_ICMPV6
+        self.datagrams.ping(eth, src, dst, message.identifier, whole, original, now, proto)
 
     # -- output and timers ----------------------------------------------------------------
     def flush(self, now: float) -> None:
