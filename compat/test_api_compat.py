@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.rig import REFERENCE, Daemon, Guest, User, ask, read_all, read_ready
+from tests.rig import REFERENCE, Daemon, Guest, User, ask, read_all, start_ready
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -225,7 +225,6 @@ Start = Callable[..., tuple[Guest, Daemon]]
 def launch(
     make_guest: Callable[..., Guest],
     make_daemon: Callable[..., Daemon],
-    pipes: Callable[[], tuple[int, int]],
 ) -> Start:
     """start(program, extra, user): a guest with a configured tap0 behind a ready daemon."""
 
@@ -233,12 +232,8 @@ def launch(
         program: list[str] | None, extra: list[str], user: User | None = None
     ) -> tuple[Guest, Daemon]:
         guest = make_guest(rootless=True, user=user)
-        r, w = pipes()
         args = [*extra, "-c", "-r", "3", str(guest.pid), "tap0"]
-        daemon = make_daemon(args, fds={3: w}, program=program, user=user)
-        os.close(w)
-        assert read_ready(r, 30) == b"1", daemon.stderr
-        return guest, daemon
+        return guest, start_ready(make_daemon, args, program=program, user=user)
 
     return start
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from tests.rig import Daemon, Guest, Outer, User, ask, read_all, read_ready
+from tests.rig import Daemon, Guest, Outer, User, ask, read_all, start_ready
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -212,13 +212,9 @@ def test_existing_file_replaced_and_removed_at_exit(
     path = api_dir / "api.sock"
     path.write_text("in the way")
     guest = make_guest()
-    ready_r, ready_w = pipes()
     exit_r, exit_w = pipes()
-    daemon = make_daemon(
-        ["-a", str(path), "-e", "3", "-r", "4", str(guest.pid), "tap0"], fds={3: exit_r, 4: ready_w}
-    )
-    os.close(ready_w)
-    assert read_ready(ready_r, 30) == b"1", daemon.stderr
+    args = ["-a", str(path), "-e", "3", "-r", "4", str(guest.pid), "tap0"]
+    daemon = start_ready(make_daemon, args, ready_fd=4, fds={3: exit_r})
     assert ask(str(path), add(port=18090)) == b'{"return":{"id":1}}'
     os.close(exit_w)
     assert daemon.wait(10) == 0, daemon.stderr
