@@ -1,4 +1,4 @@
-"""One guest TCP flow as an RFC 9293 state machine, sans-IO.
+"""One guest TCP connection as an RFC 9293 state machine, sans-IO.
 
 Theory of operation
 -------------------
@@ -6,90 +6,52 @@ We are the *remote end* the guest talks to. A ``TcpConnection`` knows sequence n
 windows, payload bytes and ``now`` (seconds, passed in); it knows nothing of frames, addresses,
 sockets or clocks. The stack turns frames into ``on_segment`` calls and ``Segment`` values back
 into frames; the shell turns host-socket events into ``host_*`` calls and carries out what the
-connection exposes (``to_host``, ``shutdown_host``, ``reset``, ``timed_out``).
+connection exposes (``to_host``, ``shutdown_host``, ``reset``, ``timed_out``). Every state rule
+is in this file. The mechanisms it relies on have modules of their own: ``seq`` (arithmetic
+modulo 2**32), ``sendbuffer`` (host bytes until the guest acknowledges them), ``sack`` (guest
+text held out of order, and the SACK blocks that report it), ``rtt`` (the RFC 6298 estimator).
 
-Two ways in:
+Opening. Passive (``accept``, the forwarder, ARCHITECTURE principle 5): built from the guest's
+SYN while the shell connects a host socket, SYN-RECEIVED with ``connecting`` set. Nothing goes
+to the guest until the shell reports ``host_connected`` (SYN|ACK), ``host_refused`` (RST|ACK),
+``host_failed`` (silence: the stack sends ICMP unreachable) or ``CONNECT_TIMEOUT`` passes
+(RST|ACK). Active (``connect``, port forwards): SYN-SENT; RST|ACK sets ``refused``; unanswered
+SYNs are retried ``SYN_RETRIES`` times with back-off.
 
-* **Passive** (``accept``, the forwarder, ARCHITECTURE principle 5): built from the guest's SYN
-  while the shell connects a host socket. Nothing goes to the guest until the shell reports:
-  ``host_connected`` -> SYN|ACK; ``host_refused`` -> RST|ACK (seq 0, ack irs+1, window 0);
-  ``host_failed`` -> CLOSED and silent (the stack sends ICMP unreachable instead); no answer
-  within ``CONNECT_TIMEOUT`` -> RST|ACK. The state meanwhile is SYN_RECEIVED with ``connecting``
-  true; retransmitted SYNs are ignored then, and once our SYN|ACK is out they make us resend it.
-* **Active** (``connect``, port forwards): SYN_SENT, our SYN offers MSS and window scale;
-  RST|ACK sets ``refused``; unanswered SYNs are retried ``SYN_RETRIES`` times with back-off.
+Batching. ``on_segment`` never returns segments: it updates the state and notes what is owed
+(an ACK, duplicate ACKs, a SYN|ACK, an RST). The stack calls ``flush(now)`` once per batch of
+frames (and after host events and ``on_timer``); it returns everything due: RSTs, duplicate
+ACKs, the data the guest's window allows (every data segment carries the cumulative ACK, the
+last one PSH, and our FIN when it fits), and a pure ACK only if something is owed and no data
+segment carried it. So a batch of 40 guest segments costs one ACK, and challenge ACKs are
+throttled to one per flush (RFC 5961 §7). The common ``on_segment`` case (ESTABLISHED, in
+order) is a few comparisons and an append.
 
-Batching (the hot path). ``on_segment`` never returns segments: it updates the state and notes
-what is owed (an ACK, a duplicate ACK, a SYN|ACK, an RST). The stack calls ``flush(now)`` once
-per batch of frames (and after host events and ``on_timer``); ``flush`` returns everything due:
-control segments (RSTs), up to three duplicate ACKs for out-of-order arrivals, the data the
-guest's window allows (each data segment carries the cumulative ACK, the last one PSH, the
-FIN piggy-backed when it fits), and a pure ACK only if something is owed and no data segment
-carried it. So a batch of 40 guest segments costs one ACK, and challenge ACKs are throttled to
-one per flush (RFC 5961 §7). The common ``on_segment`` case (ESTABLISHED, in order, ACK or
-data) is a few comparisons, one ``bytes()`` copy and an append (~0.4 µs for 1448 bytes).
+Receiving (guest -> host). In-order text is appended to ``to_host`` and counted in
+``to_host_bytes``; the shell writes it to the host socket and reports ``host_consumed(n)``,
+which reopens the window (``rcv_buffer - to_host_bytes``, see ``_window_field``). Text that
+arrives out of order is held and reported back with SACK blocks. The guest's FIN sets
+``shutdown_host``: every byte before it is in ``to_host`` already.
 
-Receiving (guest -> host). In-order text is appended to ``to_host`` (a deque of bytes) and
-counted in ``to_host_bytes``; the shell pops chunks, writes them to the host socket and reports
-``host_consumed(n)``; bytes it popped but has not reported still count (chunks still in the
-deque may grow: payloads under ``COALESCE_BELOW`` bytes join a small last chunk, so a flood of
-tiny segments cannot cost an object per byte). The advertised window is
-``rcv_buffer - to_host_bytes`` (RFC 9293 §3.8.6.2.2 receiver SWS avoidance: the right edge only
-moves by at least min(rcv_buffer/2, MSS)), scaled by our shift. Out-of-order segments are *kept*
-(a bounded reassembly list, at most ``OOO_MAX_SEGMENTS`` pieces, all inside the advertised
-window) because without SACK a dropped segment costs the guest a retransmission per lost
-segment per round trip; every such arrival still owes an immediate duplicate ACK (RFC 5681
-§4.2). The out-of-order bytes are not subtracted from the window (the brief's formula did):
-they lie inside ``[rcv_nxt, rcv_adv)`` already, so ``to_host_bytes + (rcv_adv - rcv_nxt) <=
-rcv_buffer`` bounds the memory of both, and subtracting them again would collapse the window
-exactly when the guest is recovering from a loss. ``rcv_adv`` is the highest right edge ever
-advertised; we never move it back (RFC 9293 §3.8.6.2.2) and accept data up to it even when
-rounding to our scale made the last window field look smaller (RFC 7323 §2.4). The guest's
-FIN sets ``shutdown_host``: every byte before it is already in ``to_host``, so the shell writes
-those and then shuts down its write side.
+Sending (host -> guest). ``host_data`` queues the host's chunks (at most ``send_space()``);
+``flush`` sends from SND.NXT up to the guest's window, in segments of at most ``max_segment``
+bytes whose payloads are views of those chunks. A timeout resends go-back-N from SND.UNA
+(after ``MAX_RETRANSMITS`` we reset); three duplicate ACKs resend one segment, then NewReno
+recovery. There is no congestion window: the only path is a local tap and the guest's receive
+window paces us already; a cwnd would only add per-ACK work. The guest's SACK blocks are not
+read.
 
-Sending (host -> guest). ``host_data`` (returning how many bytes it took, never more than
-``send_space()``) appends to a bytearray retransmit buffer that starts at
-``snd_una`` (acknowledged bytes are deleted from the front, which CPython does in O(1) by
-moving the start pointer) and never exceeds ``snd_buffer``; ``send_space()`` says how much more
-fits. ``flush`` sends from ``snd_nxt`` up to ``snd_una + snd_wnd`` in segments of at most
-``max_segment`` bytes: the stack passes ~64 KB when the tap does GSO (and uses ``send_mss`` as
-gso_size), or the MSS when it does not, and then the guest's MSS bounds segments too. Payloads
-are copied out (``bytes``): a live view would pin the bytearray and block its resizing. Sender
-SWS avoidance (RFC 9293 §3.8.6.2.1): when the window, not the data, is the limit we send whole
-MSS multiples, or at least half the largest window the guest offered; otherwise we wait and the
-persist timer forces what fits. A zero window with data queued arms the same timer, which sends
-1-byte probes with back-off (RFC 9293 §3.8.6.1); probes the guest answers with a zero window
-never make us give up (RFC 9293 §3.8.6.1, RFC 1122 §4.2.2.17).
+Options. MSS always; window scale (RFC 7323) and SACK-permitted (RFC 2018) only if the guest's
+SYN carried them (our active SYN offers both); neither side's shift applies to SYN segments.
+No timestamps (RFC 7323 §3): 12 bytes on every segment and per-segment option parsing, for RTT
+samples we take anyway and for PAWS, which a local link does not need (the 2**32 sequence
+space does not wrap within a segment's life there).
 
-Retransmission: RFC 6298 estimator with Karn's rule (only never-retransmitted data is timed),
-RTO = max(0.2 s, srtt + 4 rttvar) (Linux's 200 ms floor, not RFC 6298's 1 s: the tap is
-local), initially 1 s, doubled per timeout up to 60 s; after ``MAX_RETRANSMITS`` timeouts
-without progress we send RST, close and set ``timed_out``. A timeout resends go-back-N from
-``snd_una``. Three duplicate ACKs trigger a fast retransmit of one segment (RFC 5681 §3.2) and a
-NewReno-style recovery that resends the next hole on each partial ACK (RFC 6582 §3.2). There is
-no congestion window: the only path is a local tap and the guest's receive window already
-paces us; a cwnd would only add per-ACK work.
-
-Options: MSS always; window scale (RFC 7323) only if the guest's SYN carried it (and always in
-our own active SYN); neither side's shift applies to SYN segments. No SACK (RFC 2018) and no
-timestamps (RFC 7323 §3): on a local link losses are rare and reordering absent, so SACK's
-scoreboard and the 12 bytes of timestamps on every segment would cost more per segment in
-Python than they save; both need per-segment option parsing we avoid on the hot path. PAWS is
-not needed either: at our speeds the 2^32 sequence space does not wrap within a segment's life
-on a local link.
-
-Closing: guest FIN -> CLOSE_WAIT and ``shutdown_host``; ``host_eof`` -> FIN after the queue
-drains (FIN_WAIT_1 or LAST_ACK at once, RFC 9293 §3.10.4); simultaneous close via CLOSING.
-Half-closed connections keep carrying data the other way. FIN_WAIT_2 ends after
-``FIN_WAIT_2_TIMEOUT`` of guest silence (restarted by every guest segment, as BSD and libslirp's
-idle rule: a half-close that still carries data must not be cut), with an RST, like Linux.
-TIME_WAIT lasts 2*MSL with MSL = 15 s: the guest is on the same machine and its segments do not
-linger in a network, and a busy guest must not pile up thousands of them; a new SYN in
-TIME_WAIT closes us at once with ``reopen`` set so the stack can start the new incarnation
-(RFC 1122 §4.2.2.13). A guest RST in any state closes with ``reset`` (shell: close the host
-socket with SO_LINGER 0); ``host_reset`` sends RST|ACK to the guest in every synchronized state.
-After ``closed`` the stack forgets the flow; segments for unknown flows get ``reset_for``.
+Closing (principle 6). The guest's FIN -> CLOSE-WAIT and ``shutdown_host``; ``host_eof`` -> our
+FIN after the queued data; a half-closed connection keeps carrying data the other way. A guest
+RST closes with ``reset`` (the shell closes its socket with SO_LINGER 0); ``host_reset`` sends
+RST|ACK. After ``closed`` the stack forgets the flow; segments for unknown flows get
+``reset_for``.
 
 Every input in every state is handled: nothing is raised for any combination of state, flags,
 sequence and acknowledgment numbers, window or payload; anything raised is a bug.
@@ -101,54 +63,26 @@ import enum
 from collections import deque
 from typing import NamedTuple
 
+from pyslirp4netns.core.rtt import RttEstimator
+from pyslirp4netns.core.sack import OutOfOrder
+from pyslirp4netns.core.sendbuffer import SendBuffer
+from pyslirp4netns.core.seq import HALF, MASK, seq_ge, seq_gt, seq_le, seq_lt
 from pyslirp4netns.wire.codec import Buffer
 from pyslirp4netns.wire.tcp import ACK, FIN, MAX_WINDOW_SCALE, PSH, RST, SYN, TcpOptions
 from pyslirp4netns.wire.tcp import encode_options as _encode_options
 
-# -- sequence space (RFC 9293 §3.4: arithmetic modulo 2**32) ----------------------------------
-MASK = 0xFFFFFFFF
-HALF = 0x80000000
-
-
-def seq_add(a: int, n: int) -> int:
-    return (a + n) & MASK
-
-
-def seq_diff(a: int, b: int) -> int:
-    """a - b as a signed distance in sequence space."""
-    return ((a - b + HALF) & MASK) - HALF
-
-
-def seq_lt(a: int, b: int) -> bool:
-    return 0 < (b - a) & MASK < HALF
-
-
-def seq_le(a: int, b: int) -> bool:
-    return (b - a) & MASK < HALF
-
-
-def seq_gt(a: int, b: int) -> bool:
-    return 0 < (a - b) & MASK < HALF
-
-
-def seq_ge(a: int, b: int) -> bool:
-    return (a - b) & MASK < HALF
-
-
 # -- timers and limits -------------------------------------------------------------------------
-RTO_INITIAL = 1.0  # RFC 6298 §2.1
-RTO_MIN = 0.2  # Linux's floor (TCP_RTO_MIN); RFC 6298 §2.4 says 1 s, too slow for a local tap
-RTO_MAX = 60.0  # RFC 6298 §2.5 allows a maximum of at least 60 s
 MAX_RETRANSMITS = 15  # Linux tcp_retries2: RFC 9293 §3.8.3 R2 threshold
 SYN_RETRIES = 5  # Linux tcp_synack_retries; also used for our active SYN
 CONNECT_TIMEOUT = 75.0  # pending host connect (BSD's connection-establishment timer)
 FIN_WAIT_2_TIMEOUT = 60.0  # of guest silence in FIN_WAIT_2 (Linux tcp_fin_timeout)
-MSL = 15.0  # see the module docstring: local guest, no lingering segments
+# MSL: the guest is on this machine, its segments do not linger in a network, and a busy guest
+# must not pile up thousands of TIME-WAIT connections.
+MSL = 15.0
 TIME_WAIT_TIMEOUT = 2 * MSL  # RFC 9293 §3.4.2
 DEFAULT_MSS = 536  # RFC 9293 §3.7.1: when the SYN carries no MSS option
 MIN_PEER_MSS = 48  # Linux's tcp_min_snd_mss: a tiny MSS must not turn us into a packet storm
 DUPACK_THRESHOLD = 3  # RFC 5681 §3.2
-OOO_MAX_SEGMENTS = 256  # reassembly pieces kept (bytes are bounded by the window anyway)
 COALESCE_BELOW = 512  # to_host: payloads this small join a small last chunk (see on_segment)
 MAX_CONTROL = 8  # RSTs queued for one flush; more in one batch are dropped
 MAX_WINDOW = 0xFFFF << MAX_WINDOW_SCALE  # RFC 7323 §2.3: the largest window a shift of 14 reaches
@@ -233,61 +167,6 @@ def _shift_for(buffer: int) -> int:
     return shift
 
 
-class SendBuffer:
-    """Host bytes not yet acknowledged by the guest: a queue of the immutable chunks the host
-    socket gave us, consumed from the front as ACKs arrive.
-
-    Why not a bytearray: deleting acknowledged bytes from its front and appending new ones
-    makes CPython copy the whole live buffer (megabytes) on growth, and memoryviews of it would
-    pin it. Chunks are ``bytes``: a segment's payload is a zero-copy view of one chunk (a join
-    only when it straddles two), valid for as long as anyone holds it.
-    """
-
-    __slots__ = ("_chunks", "_head", "_size")
-
-    def __init__(self) -> None:
-        self._chunks: deque[bytes] = deque()
-        self._head = 0  # bytes of _chunks[0] already consumed
-        self._size = 0
-
-    def __len__(self) -> int:
-        return self._size
-
-    def append(self, data: bytes) -> None:
-        if data:
-            self._chunks.append(data)
-            self._size += len(data)
-
-    def consume(self, k: int) -> None:
-        """Drop ``k`` bytes from the front (they were acknowledged)."""
-        k = min(k, self._size)
-        self._size -= k
-        chunks = self._chunks
-        k += self._head
-        while chunks and k >= len(chunks[0]):
-            k -= len(chunks.popleft())
-        self._head = k if chunks else 0
-
-    def view(self, off: int, n: int) -> bytes | memoryview:
-        """``n`` bytes starting ``off`` bytes past the front (fewer if the buffer ends)."""
-        pos = off + self._head
-        pieces: list[memoryview] = []
-        for chunk in self._chunks:
-            size = len(chunk)
-            if pos >= size:
-                pos -= size
-                continue
-            take = min(n, size - pos)
-            if not pieces and take == n:
-                return memoryview(chunk)[pos : pos + n]  # the common case: no copy
-            pieces.append(memoryview(chunk)[pos : pos + take])
-            n -= take
-            pos = 0
-            if n == 0:
-                break
-        return b"".join(pieces)
-
-
 class TcpConnection:
     """One guest TCP flow; build it with ``accept`` (guest SYN) or ``connect`` (our SYN)."""
 
@@ -319,15 +198,12 @@ class TcpConnection:
         "refused",
         "timed_out",
         "reopen",
-        "srtt",
-        "rttvar",
-        "rto",
+        "rtt",
         "_max_payload",
         "_max_snd_wnd",
         "_sws",
         "_syn_options",
         "_sack_ok",
-        "_ooo_last",
         "delayed_ack",
         "_delack_bytes",
         "_delack_at",
@@ -335,7 +211,6 @@ class TcpConnection:
         "_snd_base",
         "_fin_queued",
         "_ooo",
-        "_ooo_bytes",
         "_ooo_fin",
         "_ctl",
         "_ack_owed",
@@ -346,9 +221,6 @@ class TcpConnection:
         "_dupacks",
         "_recover",
         "_retries",
-        "_backoff",
-        "_rtt_seq",
-        "_rtt_time",
         "_rto_deadline",
         "_timer",
     )
@@ -369,7 +241,7 @@ class TcpConnection:
         self.snd_wl1 = 0
         self.snd_wl2 = 0
         self.rcv_nxt = 0
-        self.rcv_adv = 0  # the highest right edge we ever advertised
+        self.rcv_adv = 0  # the highest right edge we ever advertised (see _window_field)
         self.mss = max(1, mss)
         self.max_segment = max(1, max_segment)
         self.peer_mss = DEFAULT_MSS
@@ -378,6 +250,10 @@ class TcpConnection:
         self.snd_buffer = max(0, snd_buffer)
         self.snd_wscale = 0  # the guest's shift, applied to windows it sends (RFC 7323 §2.3)
         self.rcv_wscale = 0  # our shift, applied to windows we send
+        # Guest text for the host socket. The shell pops chunks and reports them written with
+        # host_consumed; bytes popped but not yet reported still count in to_host_bytes. A
+        # small last chunk may still grow (COALESCE_BELOW), so a flood of tiny segments cannot
+        # cost an object per byte.
         self.to_host: deque[bytes | memoryview] = deque()
         self.to_host_bytes = 0
         self.shutdown_host = False
@@ -385,9 +261,7 @@ class TcpConnection:
         self.refused = False
         self.timed_out = False
         self.reopen = False
-        self.srtt: float | None = None
-        self.rttvar = 0.0
-        self.rto = RTO_INITIAL
+        self.rtt = RttEstimator()  # RFC 6298: SRTT, RTTVAR, RTO and its back-off
         self._max_payload = self.send_mss
         self._max_snd_wnd = 0
         self._sws = max(1, min(self.rcv_buffer // 2, self.mss))  # RFC 9293 §3.8.6.2.2
@@ -396,13 +270,11 @@ class TcpConnection:
         self.delayed_ack = 0.0  # seconds an ACK of a little in-order data may wait; 0 = never
         self._delack_bytes = 0  # in-order bytes received since our last ACK, ACK held back
         self._delack_at: float | None = None  # when that held ACK must go out at the latest
-        self._ooo_last = 0  # sequence number of the latest out-of-order arrival
         self._sndbuf = SendBuffer()
         self._snd_base = (iss + 1) & MASK  # sequence number of _sndbuf's first byte
         self._fin_queued = False
-        self._ooo: list[tuple[int, bytes]] = []  # (seq, text), sorted, disjoint, in the window
-        self._ooo_bytes = 0
-        self._ooo_fin: int | None = None
+        self._ooo: OutOfOrder | None = None  # text held beyond a hole; None while there is none
+        self._ooo_fin: int | None = None  # where the guest's FIN is, when it came out of order
         self._ctl: list[Segment] = []
         self._ack_owed = False
         self._dup_owed = 0
@@ -412,9 +284,6 @@ class TcpConnection:
         self._dupacks = 0
         self._recover: int | None = None
         self._retries = 0
-        self._backoff = 0
-        self._rtt_seq: int | None = None
-        self._rtt_time = 0.0
         self._rto_deadline: float | None = None
         self._timer: float | None = None  # connect, FIN-WAIT-2 or TIME-WAIT deadline
 
@@ -506,13 +375,13 @@ class TcpConnection:
         options: TcpOptions | None = None,
     ) -> None:
         """A segment from the guest (``payload`` may be a reused view: it is copied if kept)."""
-        # Fast path: ESTABLISHED, in order, no SYN/RST/FIN, fits the window, no reassembly.
+        # Fast path: ESTABLISHED, in order, no SYN/RST/FIN, fits the window, nothing held.
         # Everything else takes the full RFC 9293 §3.10.7.4 walk in _segment.
         if (
             self.state is _ESTABLISHED
             and seq == self.rcv_nxt
             and flags & _CTL == ACK
-            and not self._ooo
+            and self._ooo is None
             and len(payload) <= ((self.rcv_adv - seq) & MASK)
         ):
             n = len(payload)
@@ -581,7 +450,7 @@ class TcpConnection:
             return
         if st is _SYN_RECEIVED and flags & (SYN | ACK | RST) == SYN and seq == self.irs:
             self._syn_owed = True  # the guest lost our SYN|ACK: resend it (as Linux does)
-            self._rtt_seq = None  # Karn: the SYN|ACK is ambiguous now (RFC 6298 §3)
+            self.rtt.cancel()  # Karn: the SYN|ACK is ambiguous now (RFC 6298 §3)
             return
 
         rcv_nxt = self.rcv_nxt
@@ -611,7 +480,9 @@ class TcpConnection:
                         self._timer = now + TIME_WAIT_TIMEOUT  # restart the 2 MSL wait
                 return
         if st is _FIN_WAIT_2:
-            self._timer = now + FIN_WAIT_2_TIMEOUT  # the guest is alive: idle timer restarts
+            # The guest is alive: the idle timer restarts (as BSD, and libslirp's idle rule: a
+            # half-close that still carries data must not be cut).
+            self._timer = now + FIN_WAIT_2_TIMEOUT
         # Second: RST. RFC 5961 §3.2: exact RCV.NXT resets, elsewhere in window -> challenge.
         if flags & RST:
             if off == 0:
@@ -742,9 +613,11 @@ class TcpConnection:
                 # RFC 5681 §3.2 fast retransmit; RFC 6582 §3.2 recovery point.
                 self._rexmit_owed = True
                 self._recover = self.snd_max
-                self._rtt_seq = None  # Karn (RFC 6298 §3)
+                self.rtt.cancel()  # Karn (RFC 6298 §3)
         elif wnd == 0 and (out or self._unsent()):
-            self._retries = 0  # a zero-window probe was answered: never give up (§3.8.6.1)
+            # A zero-window probe was answered: never give up (RFC 9293 §3.8.6.1, RFC 1122
+            # §4.2.2.17).
+            self._retries = 0
         # RFC 9293 §3.10.7.4: update the window if SND.WL1 < SEG.SEQ or (SND.WL1 = SEG.SEQ
         # and SND.WL2 =< SEG.ACK).
         wl1 = self.snd_wl1
@@ -752,7 +625,7 @@ class TcpConnection:
             if wnd and not self.snd_wnd:
                 # The window opened: probing is over; the next send restarts the timer at the
                 # plain RTO instead of a backed-off persist interval.
-                self._backoff = 0
+                self.rtt.backoff = 0
                 self._rto_deadline = None
             self._set_window(seq, ack, wnd)
         return True
@@ -770,15 +643,11 @@ class TcpConnection:
         self.snd_una = ack
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack  # after go-back-N the guest may ack beyond snd_nxt
-        rtt_seq = self._rtt_seq
-        if rtt_seq is not None and seq_ge(ack, rtt_seq):
-            self._rtt_seq = None
-            self._rtt_sample(now - self._rtt_time)
+        rto = self.rtt.acked(ack, now)  # a sample if the timed segment is covered (RFC 6298)
         self._retries = 0
-        self._backoff = 0
         self._dupacks = 0
         # RFC 6298 §5.2 (all acknowledged: stop) and §5.3 (new data acknowledged: restart).
-        self._rto_deadline = None if ack == self.snd_max else now + self._timeout()
+        self._rto_deadline = None if ack == self.snd_max else now + rto
         recover = self._recover
         if recover is not None:
             if seq_ge(ack, recover):
@@ -795,24 +664,6 @@ class TcpConnection:
                 self._enter_time_wait(now)
             elif st is _LAST_ACK:
                 self._close(abort=False)
-
-    def _rtt_sample(self, r: float) -> None:
-        """RFC 6298 §2.2-2.3 (alpha 1/8, beta 1/4, K 4; G taken as 0 on a float clock)."""
-        if r < 0:
-            return
-        srtt = self.srtt
-        if srtt is None:
-            srtt = r
-            self.rttvar = r / 2
-        else:
-            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(srtt - r)
-            srtt = 0.875 * srtt + 0.125 * r
-        self.srtt = srtt
-        self.rto = min(RTO_MAX, max(RTO_MIN, srtt + 4 * self.rttvar))
-
-    def _timeout(self) -> float:
-        """The current RTO with exponential back-off (RFC 6298 §5.5), at most RTO_MAX."""
-        return min(RTO_MAX, self.rto * (1 << self._backoff))
 
     def _text(self, seq: int, off: int, payload: Buffer, fin: int, wnd: int, now: float) -> None:
         """Seventh and eighth checks: text into to_host in order, then FIN."""
@@ -841,85 +692,41 @@ class TcpConnection:
                     to_host.append(data)
                 self.to_host_bytes += end - start
                 self.rcv_nxt = (self.rcv_nxt + end - start) & MASK
-                if self._ooo and not fin:
-                    self._drain_ooo()
+                ooo = self._ooo
+                if ooo is not None and not fin:
+                    self._drain(ooo)
             if fin or self._ooo_fin == self.rcv_nxt:
                 self._guest_fin(now)
         else:
             # Out of order (RFC 9293 §3.10.7.4 "held for later processing"): keep it and owe
             # an immediate duplicate ACK (RFC 5681 §4.2), one per arrival.
             if end > start:
-                self._ooo_insert(seq, bytes(payload[start:end]), off)
+                ooo = self._ooo
+                if ooo is None:
+                    ooo = self._ooo = OutOfOrder()
+                ooo.insert(self.rcv_nxt, off, bytes(payload[start:end]))
             if fin and self._ooo_fin is None:
                 self._ooo_fin = (seq + n) & MASK
             if self._dup_owed < DUPACK_THRESHOLD:
                 self._dup_owed += 1
 
-    def _ooo_insert(self, seq: int, data: bytes, off: int) -> None:
-        """Add ``data`` (``off`` bytes past RCV.NXT, inside the window) to the reassembly list."""
-        base = self.rcv_nxt
-        pieces: list[tuple[int, int, bytes]] = []  # (offset, seq, text)
-        pos = off
-        end = off + len(data)
-        for s, d in self._ooo:
-            es = (s - base) & MASK
-            if pos < end and es > pos:  # a gap before this piece: fill it with our bytes
-                cut = min(es, end)
-                pieces.append((pos, (base + pos) & MASK, data[pos - off : cut - off]))
-            pieces.append((es, s, d))
-            if es + len(d) > pos:
-                pos = es + len(d)
-        if pos < end:
-            pieces.append((pos, (base + pos) & MASK, data[pos - off :]))
-        if len(pieces) > OOO_MAX_SEGMENTS:
-            return  # bounded: drop the new text, the guest will resend it
-        self._ooo_last = seq
-        pieces.sort(key=lambda p: p[0])
-        self._ooo = [(s, d) for _, s, d in pieces]
-        self._ooo_bytes = sum(len(d) for _, _, d in pieces)
+    def _drain(self, ooo: OutOfOrder) -> None:
+        """Move held text that RCV.NXT has reached into to_host; forget the store once empty."""
+        to_host = self.to_host
+        for d in ooo.drain(self.rcv_nxt, self._ooo_fin):
+            to_host.append(d)
+            self.to_host_bytes += len(d)
+            self.rcv_nxt = (self.rcv_nxt + len(d)) & MASK
+        if not ooo.pieces:
+            self._ooo = None
 
-    def _sack_blocks(self) -> bytes:
-        """SACK option for what we hold beyond a hole (RFC 2018 §3-4): the block with the
-        latest arrival first, then the others, at most 4 (no timestamps share the space).
-
-        Why SACK after all: the guest sends TSO bursts, so one lost burst gives us too few
-        arrivals for three duplicate ACKs, and without SACK every hole would cost the guest a
-        retransmission timeout. Only ACKs sent while data is held out of order carry it."""
-        if not self._sack_ok or not self._ooo:
-            return b""
-        blocks: list[tuple[int, int]] = []
-        for seq, data in self._ooo:
-            end = (seq + len(data)) & MASK
-            if blocks and blocks[-1][1] == seq:
-                blocks[-1] = (blocks[-1][0], end)
-            else:
-                blocks.append((seq, end))
-        last = self._ooo_last
-        blocks.sort(key=lambda b: 0 if seq_le(b[0], last) and seq_lt(last, b[1]) else 1)
-        return _encode_options(sack_blocks=tuple(blocks[:4]))
-
-    def _drain_ooo(self) -> None:
-        """Move reassembled text that RCV.NXT has reached into to_host."""
+    def _sack_option(self) -> bytes:
+        """The SACK option for our ACKs while text is held (RFC 2018 §4), if the guest's SYN
+        allowed it (§2)."""
         ooo = self._ooo
-        fin = self._ooo_fin
-        while ooo:
-            s, d = ooo[0]
-            off = (s - self.rcv_nxt) & MASK
-            if 0 < off < HALF:
-                break  # still a hole before this piece
-            del ooo[0]
-            self._ooo_bytes -= len(d)
-            skip = 0 if off == 0 else (-off) & MASK
-            take = len(d) - skip
-            if fin is not None:
-                to_fin = (fin - self.rcv_nxt) & MASK
-                if to_fin < HALF and take > to_fin:
-                    take = to_fin  # nothing after the guest's FIN is text
-            if take > 0:
-                rest = d[skip : skip + take] if skip or take < len(d) else d
-                self.to_host.append(rest)
-                self.to_host_bytes += take
-                self.rcv_nxt = (self.rcv_nxt + take) & MASK
+        if ooo is None or not self._sack_ok:
+            return b""
+        return _encode_options(sack_blocks=ooo.blocks())
 
     def _guest_fin(self, now: float) -> None:
         """RFC 9293 §3.10.7.4 eighth check: the guest's FIN, in order."""
@@ -928,8 +735,7 @@ class TcpConnection:
             self.rcv_adv = self.rcv_nxt  # a FIN right at the edge, accepted as Linux does
         self._ack_owed = True
         self.shutdown_host = True  # everything before the FIN is in to_host already
-        self._ooo = []
-        self._ooo_bytes = 0
+        self._ooo = None
         self._ooo_fin = None
         st = self.state
         if st is _ESTABLISHED:
@@ -1044,7 +850,15 @@ class TcpConnection:
         return off < len(self._sndbuf) or (self._fin_queued and off == len(self._sndbuf))
 
     def _window_field(self) -> tuple[int, int]:
-        """The window field to send and the right edge it implies (RFC 9293 §3.8.6.2.2)."""
+        """The window field to send and the right edge it implies (RFC 9293 §3.8.6.2.2).
+
+        The window is ``rcv_buffer - to_host_bytes``. Text held out of order is not subtracted:
+        it lies inside [RCV.NXT, rcv_adv) already, so ``to_host_bytes + (rcv_adv - rcv_nxt) <=
+        rcv_buffer`` bounds both, and subtracting it again would collapse the window exactly
+        when the guest is recovering from a loss. ``rcv_adv``, the highest right edge ever
+        advertised, never moves back (RFC 9293 §3.8.6.2.2), and data up to it is accepted even
+        when rounding to our scale made the last field look smaller (RFC 7323 §2.4).
+        """
         nxt = self.rcv_nxt
         cur = (self.rcv_adv - nxt) & MASK
         if cur >= HALF:
@@ -1082,7 +896,7 @@ class TcpConnection:
         if k:
             # RFC 5681 §4.2: one immediate duplicate ACK per out-of-order arrival (up to the
             # three the guest needs for a fast retransmit), even within one batch.
-            dup = Segment(self.snd_nxt, rcv_nxt, ACK, field, self._sack_blocks(), b"")
+            dup = Segment(self.snd_nxt, rcv_nxt, ACK, field, self._sack_option(), b"")
             out.extend((dup,) * k)
             self._dup_owed = 0
             acked = True
@@ -1149,9 +963,7 @@ class TcpConnection:
                         self.snd_max = new_nxt
                     new_nxt = nxt
                 elif nxt == snd_max:
-                    if self._rtt_seq is None:
-                        self._rtt_seq = new_nxt  # time new data only (Karn, RFC 6298 §3)
-                        self._rtt_time = now
+                    self.rtt.start(new_nxt, now)  # time new data only (Karn, RFC 6298 §3)
                     self.snd_max = new_nxt
                 elif seq_gt(new_nxt, snd_max):
                     self.snd_max = new_nxt  # a go-back-N resend ran into new data
@@ -1165,7 +977,7 @@ class TcpConnection:
             elif now >= at:
                 self._ack_owed = True
         if self._ack_owed and not acked:
-            sack = self._sack_blocks() if self._ooo else b""
+            sack = self._sack_option() if self._ooo is not None else b""
             out.append(Segment(self.snd_nxt, rcv_nxt, ACK, field, sack, b""))
             acked = True
         self._ack_owed = False
@@ -1178,7 +990,7 @@ class TcpConnection:
         # data waits for a window (the persist timer, which also overrides SWS avoidance).
         if self.snd_max != self.snd_una or self._unsent():
             if self._rto_deadline is None and st is not _TIME_WAIT:
-                self._rto_deadline = now + self._timeout()
+                self._rto_deadline = now + self.rtt.timeout()
         else:
             self._rto_deadline = None
         return out
@@ -1195,11 +1007,10 @@ class TcpConnection:
             if seq_gt(edge, self.rcv_adv):
                 self.rcv_adv = edge
         if self.snd_max == self.iss:  # first transmission: time it (Karn)
-            self._rtt_seq = (self.iss + 1) & MASK
-            self._rtt_time = now
+            self.rtt.start((self.iss + 1) & MASK, now)
         self.snd_nxt = self.snd_max = (self.iss + 1) & MASK
         if self._rto_deadline is None:
-            self._rto_deadline = now + self._timeout()
+            self._rto_deadline = now + self.rtt.timeout()
 
     def _retransmit_first(self, out: list[Segment], field: int, now: float) -> bool:
         """Fast retransmit: one segment from SND.UNA (RFC 5681 §3.2, RFC 6582 §3.2)."""
@@ -1215,7 +1026,7 @@ class TcpConnection:
         flags = ACK | FIN if fin else ACK
         payload = self._sndbuf.view(off, n) if n else b""
         out.append(Segment(una, self.rcv_nxt, flags, field, b"", payload))
-        self._rto_deadline = now + self._timeout()
+        self._rto_deadline = now + self.rtt.timeout()
         return True
 
     # -- time --------------------------------------------------------------------------------
@@ -1275,9 +1086,7 @@ class TcpConnection:
                 self._control(Segment(self.snd_max, self.rcv_nxt, RST | ACK, 0, b"", b""))
             self._close(abort=True)
             return
-        if self._backoff < 16:
-            self._backoff += 1
-        self._rtt_seq = None  # Karn: nothing in flight may be timed now (RFC 6298 §3)
+        self.rtt.back_off()  # RFC 6298 §5.5, and Karn: nothing in flight is timed now (§3)
         if handshake:
             self._syn_owed = True
         else:
@@ -1286,15 +1095,14 @@ class TcpConnection:
             self._recover = None
             self._dupacks = 0
             self._rexmit_owed = False
-        self._rto_deadline = now + self._timeout()
+        self._rto_deadline = now + self.rtt.timeout()
 
     # -- end -------------------------------------------------------------------------------
     def _close(self, *, abort: bool) -> None:
         self.state = _CLOSED
         self.connecting = False
         self._sndbuf = SendBuffer()
-        self._ooo = []
-        self._ooo_bytes = 0
+        self._ooo = None
         self._ooo_fin = None
         self._ack_owed = False
         self._dup_owed = 0

@@ -8,10 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pyslirp4netns.core.sack import OOO_MAX_SEGMENTS
+from pyslirp4netns.core.sendbuffer import SendBuffer
+from pyslirp4netns.core.seq import MASK, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
 from pyslirp4netns.core.tcp import (
     CONNECT_TIMEOUT,
     FIN_WAIT_2_TIMEOUT,
-    MASK,
     MAX_RETRANSMITS,
     SYN_RETRIES,
     TIME_WAIT_TIMEOUT,
@@ -20,12 +22,6 @@ from pyslirp4netns.core.tcp import (
     TcpConnection,
     TcpState,
     reset_for,
-    seq_add,
-    seq_diff,
-    seq_ge,
-    seq_gt,
-    seq_le,
-    seq_lt,
 )
 from pyslirp4netns.wire.tcp import ACK, FIN, PSH, RST, SYN, URG, TcpOptions, encode_options
 
@@ -47,6 +43,11 @@ def seg(
 def state_of(conn: TcpConnection) -> TcpState:
     """The state, read through a call so that mypy does not narrow it across inputs."""
     return conn.state
+
+
+def _held(conn: TcpConnection) -> int:
+    """Bytes of guest text held out of order."""
+    return conn._ooo.size if conn._ooo is not None else 0
 
 
 def expect(conn: TcpConnection, now: float, expected: list[Segment]) -> None:
@@ -103,7 +104,7 @@ def established(
     c.on_segment(irs + 1, iss + 1, ACK, window, b"", 0.0)
     assert state_of(c) is S.ESTABLISHED
     expect(c, 0.0, [])
-    c.srtt, c.rto = None, 1.0  # forget the handshake's 0 s sample: keep timers readable
+    c.rtt.srtt, c.rtt.rto = None, 1.0  # forget the handshake's 0 s sample: keep timers readable
     return c
 
 
@@ -244,7 +245,7 @@ def test_active_open_with_window_scaling() -> None:
     assert state_of(c) is S.ESTABLISHED
     assert c.snd_wnd == 30000  # a SYN's window is never scaled (RFC 7323 §2.2)
     assert c.peer_mss == 1400 and c.send_mss == MSS
-    assert c.srtt == pytest.approx(0.01)
+    assert c.rtt.srtt == pytest.approx(0.01)
     expect(c, 0.01, [seg(U, G, ACK, (1 << 20) >> 5)])
     c.on_segment(G, U, ACK, 100, b"", 0.02)
     assert c.snd_wnd == 400  # now scaled by the guest's shift
@@ -473,7 +474,7 @@ def test_host_data_is_segmented_with_psh_on_the_last() -> None:
     assert c.next_deadline() == 2.0  # RTO 1 s
     c.on_segment(G, U + 2500, ACK, 65535, b"", 1.1)
     assert c.send_space() == 8000 and c.next_deadline() is None
-    assert c.srtt == pytest.approx(0.1) and c.rto == pytest.approx(0.3)
+    assert c.rtt.srtt == pytest.approx(0.1) and c.rtt.rto == pytest.approx(0.3)
 
 
 def test_data_piggybacks_the_ack() -> None:
@@ -565,7 +566,7 @@ def test_retransmission_timeout_goes_back_n_with_backoff() -> None:
     assert c.next_deadline() == pytest.approx(7.5)
     c.on_segment(G, U + 3000, ACK, 65535, b"", 4.0)
     assert c.next_deadline() is None
-    assert c.srtt is None  # Karn: retransmitted data gives no sample (RFC 6298 §3)
+    assert c.rtt.srtt is None  # Karn: retransmitted data gives no sample (RFC 6298 §3)
 
 
 def test_retransmissions_give_up_with_rst() -> None:
@@ -1076,9 +1077,10 @@ def test_random_inputs_never_raise_and_stay_bounded(
         # Bounded: the guest's bytes in to_host plus reassembly never exceed rcv_buffer.
         assert 0 <= c.to_host_bytes <= rcv_buffer
         assert sum(map(len, c.to_host)) <= c.to_host_bytes
-        assert c.to_host_bytes + c._ooo_bytes <= rcv_buffer
+        assert c.to_host_bytes + _held(c) <= rcv_buffer
         assert len(c._sndbuf) <= snd_buffer
-        assert len(c._ooo) <= 256
+        # The out-of-order store exists only while it holds text, and is bounded.
+        assert c._ooo is None or 0 < len(c._ooo.pieces) <= OOO_MAX_SEGMENTS
         # Liveness: no state can hang without a timer, and no timer is left in the past.
         deadline = c.next_deadline()
         assert deadline is None or deadline > now
@@ -1227,7 +1229,7 @@ def test_lossy_guest_gets_every_byte_both_ways(
         _check_output(c, out, max_segment)
         g.to_guest.extend(out)
         assert _reachable(before, c.state), (before, c.state)
-        assert c.to_host_bytes + c._ooo_bytes <= rcv_buffer
+        assert c.to_host_bytes + _held(c) <= rcv_buffer
         got.extend(b"".join(c.to_host))
         c.to_host.clear()
         assert got == GUEST_STREAM[: len(got)]
@@ -1378,8 +1380,6 @@ def test_send_buffer_views_match_a_flat_copy(
     chunks: list[bytes], ops: list[tuple[int, int]]
 ) -> None:
     """SendBuffer (chunks, consumed from the front) reads like one flat byte string."""
-    from pyslirp4netns.core.tcp import SendBuffer
-
     buf = SendBuffer()
     flat = b""
     for chunk in chunks:
