@@ -33,7 +33,7 @@ which reopens the window (``rcv_buffer - to_host_bytes``, see ``_window_field``)
 arrives out of order is held and reported back with SACK blocks. The guest's FIN sets
 ``shutdown_host``: every byte before it is in ``to_host`` already.
 
-Sending (host -> guest). ``host_data`` queues the host's chunks (at most ``send_space()``);
+Sending (host -> guest). ``host_data`` queues the host's chunks (while ``send_space()`` > 0);
 ``flush`` sends from SND.NXT up to the guest's window, in segments of at most ``max_segment``
 bytes whose payloads are views of those chunks. A timeout resends go-back-N from SND.UNA
 (after ``MAX_RETRANSMITS`` we reset); three duplicate ACKs resend one segment, then NewReno
@@ -780,14 +780,13 @@ class TcpConnection:
         self._close(abort=True)
 
     def host_data(self, data: Buffer, now: float) -> int:
-        """Queue host bytes for the guest; returns how many were taken (``send_space()`` max)."""
-        space = self.send_space()
-        n = len(data)
-        if n > space:
-            n = space
-        if n > 0:
-            self._sndbuf.append(bytes(data[:n]) if n < len(data) else bytes(data))
-        return max(n, 0)
+        """Queue host bytes for the guest; returns how many were taken: all of them while
+        ``send_space()`` > 0 (so the buffer may pass its mark by one read of the shell, which
+        is then asked to pause), none after our FIN or before the connection can carry them."""
+        if self.send_space() <= 0 or not data:
+            return 0
+        self._sndbuf.append(bytes(data))
+        return len(data)
 
     def host_eof(self, now: float) -> None:
         """The host sent FIN: ours follows the queued data (RFC 9293 §3.10.4 CLOSE)."""
