@@ -42,9 +42,7 @@ def segment(
     options: bytes = b"",
 ) -> bytes:
     """A guest segment to ``dst``:RPORT, checksummed as the guest kernel would."""
-    header = tcp.encode(
-        GUEST, dst, GPORT, RPORT, seq, ack, flags, window, payload, options=options
-    )
+    header = tcp.encode(GUEST, dst, GPORT, RPORT, seq, ack, flags, window, payload, options=options)
     ip = ipv4.encode(GUEST, dst, IPPROTO_TCP, len(header) + len(payload))
     eth = ethernet.encode(GATEWAY_MAC, GUEST_MAC, ethernet.ETHERTYPE_IPV4)
     return eth + ip + header + payload
