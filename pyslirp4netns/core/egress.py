@@ -63,12 +63,16 @@ class Egress:
 
     # -- neighbours ----------------------------------------------------------------------
     def learn(self, ip: bytes, mac: bytes) -> None:
-        for parts, header in self.neighbours.learn(ip, mac):
-            self.emit([mac + bytes(parts[0][6:]), *parts[1:]], header)
+        """A guest IPv4 source seen; frames that waited for it go out. Every guest frame comes
+        here, so a known address costs one lookup."""
+        if self.neighbours.v4.get(ip) != mac:
+            for parts, header in self.neighbours.learn(ip, mac):
+                self.emit([mac + bytes(parts[0][6:]), *parts[1:]], header)
 
     def learn6(self, ip: bytes, mac: bytes) -> None:
-        for parts, header in self.neighbours.learn6(ip, mac):
-            self.emit([mac + bytes(parts[0][6:]), *parts[1:]], header)
+        if self.neighbours.v6.get(ip) != mac:
+            for parts, header in self.neighbours.learn6(ip, mac):
+                self.emit([mac + bytes(parts[0][6:]), *parts[1:]], header)
 
     def emit(self, parts: list[Buffer], header: bytes = vnet.PLAIN) -> None:
         if parts[0][:6] == UNKNOWN_MAC:

@@ -8,10 +8,11 @@ meanwhile reach the pending connection, which ignores them.
 
 Values out, facts in: ``flush`` hands the shell the bytes to write (``StreamWrite``, read-only
 views of the connection's queue) and is told how much went (``host_written``); a full host
-socket says so, and nothing more is offered until ``host_writable``. When a connection's send
-buffer (host bytes not yet acknowledged by the guest) is full the shell is asked to stop
-reading (``StreamPause``) and later to go on (``StreamResume``), so a fast host sender feels
-TCP backpressure instead of our memory filling. The buffer may pass its mark by one read.
+socket says so, and nothing more is offered until ``host_writable`` or new guest bytes. When
+a connection's send buffer (host bytes not yet acknowledged by the guest) is full the shell is
+asked to stop reading (``StreamPause``) and later to go on (``StreamResume``), so a fast host
+sender feels TCP backpressure instead of our memory filling. The buffer may pass its mark by
+one read.
 """
 
 from __future__ import annotations
@@ -136,6 +137,11 @@ class Streams:
             payload = buf[start : start + seg.payload_length]
             options = tcp.parse_options(seg.options) if flags & tcp.SYN and seg.options else None
             conn.on_segment(seg.seq, seg.ack, flags, seg.window, payload, now, options)
+            if payload:
+                # New bytes for the host: offer a write even to a socket that was full (one
+                # cheap EAGAIN at worst) rather than wait for EPOLLOUT, which the kernel only
+                # reports once half the socket's queue has drained: it keeps the pipe full.
+                flow.host_full = False
             if not (conn.reopen and conn.closed):
                 self._mark(flow)
                 return
@@ -260,7 +266,9 @@ class Streams:
 
     def host_written(self, flow_id: int, n: int, full: bool, now: float) -> None:
         """The shell wrote ``n`` bytes of the last ``StreamWrite``; ``full``: the socket took
-        less than offered, so the rest waits for ``host_writable``."""
+        none (EAGAIN), so nothing more is offered until ``host_writable`` or new guest data. A
+        short write is not full: the rest is offered again at once, as a socket that took
+        some may take more."""
         flow = self.by_id.get(flow_id)
         if flow is None:
             return

@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 We are the *remote end* the guest talks to. A ``TcpConnection`` knows sequence numbers, flags,
 windows, payload bytes and ``now`` (seconds, passed in); it knows nothing of frames, addresses,
-sockets or clocks. The stack turns frames into ``on_segment`` calls and ``Segment`` values back
-into frames; the shell turns host-socket events into ``host_*`` calls and carries out what the
-connection exposes (``to_host``, ``shutdown_host``, ``reset``, ``timed_out``). Every state rule
+sockets or clocks. ``core/streams.py`` turns frames into ``on_segment`` calls, ``Segment``
+values back into frames, the shell's facts into ``host_*`` calls, and what the connection
+exposes (``to_host``, ``shutdown_host``, ``reset``, ``timed_out``) into requests for the shell
+(write these bytes, shut down, close, pause or resume reading). Every state rule
 is in this file. The mechanisms it relies on have modules of their own: ``seq`` (arithmetic
 modulo 2**32), ``sendbuffer`` (host bytes until the guest acknowledges them), ``sack`` (guest
 text held out of order, and the SACK blocks that report it), ``rtt`` (the RFC 6298 estimator).
@@ -28,10 +29,10 @@ throttled to one per flush (RFC 5961 §7). The common ``on_segment`` case (ESTAB
 order) is a few comparisons and an append.
 
 Receiving (guest -> host). In-order text is appended to ``to_host`` and counted in
-``to_host_bytes``; the shell writes it to the host socket and reports ``host_consumed(n)``,
-which reopens the window (``rcv_buffer - to_host_bytes``, see ``_window_field``). Text that
-arrives out of order is held and reported back with SACK blocks. The guest's FIN sets
-``shutdown_host``: every byte before it is in ``to_host`` already.
+``to_host_bytes``; ``host_consumed(n)`` (the host socket took ``n`` of them) reopens the
+window (``rcv_buffer - to_host_bytes``, see ``_window_field``). Text that arrives out of order
+is held and reported back with SACK blocks. The guest's FIN sets ``shutdown_host``: every byte
+before it is in ``to_host`` already.
 
 Sending (host -> guest). ``host_data`` queues the host's chunks (while ``send_space()`` > 0);
 ``flush`` sends from SND.NXT up to the guest's window, in segments of at most ``max_segment``

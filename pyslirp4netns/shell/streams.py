@@ -79,10 +79,13 @@ class HostStreams:
         except OSError:
             self._host_reset(stream, time.monotonic())
             return
-        full = n < sum(map(len, data))
-        if full:
+        if n < sum(map(len, data)):
+            # EPOLLOUT stays asked for until a write goes through whole, like the queue it
+            # stands for: re-arming it on every short write would cost two epoll_ctl a cycle.
             self._set_events(stream, stream.events | EPOLLOUT)
-        self.core.host_written(stream.flow, n, full, time.monotonic())
+        elif stream.events & EPOLLOUT:
+            self._set_events(stream, stream.events & ~EPOLLOUT)
+        self.core.host_written(stream.flow, n, n == 0, time.monotonic())
 
     def shutdown(self, request: events.StreamShutdown) -> None:
         stream = self.streams.get(request.flow)
@@ -196,7 +199,6 @@ class HostStreams:
             self._host_reset(stream, now)  # e.g. ECONNRESET: the guest gets an RST
             return None
         if ev & EPOLLOUT:
-            self._set_events(stream, stream.events & ~EPOLLOUT)
             self.core.host_writable(stream.flow, now)
         if ev & EPOLLIN or (ev & EPOLLHUP and not stream.paused and not stream.eof):
             self._read(stream, now)

@@ -212,13 +212,29 @@ def test_a_full_host_socket_gets_no_more_writes_until_writable() -> None:
     stack.receive_frame(segment(tcp.ACK, GISS + 1, ISS + 1, b"abcdef"), 1.0)
     _, (write,) = host.step(1.0)
     assert isinstance(write, events.StreamWrite)
-    stack.streams.host_written(flow, 2, True, 1.0)  # took "ab", then EAGAIN
+    stack.streams.host_written(flow, 2, False, 1.0)  # took "ab": the rest is offered again
+    _, (rest,) = host.step(1.0)
+    assert isinstance(rest, events.StreamWrite)
+    assert b"".join(bytes(b) for b in rest.data) == b"cdef"
+    stack.streams.host_written(flow, 0, True, 1.0)  # EAGAIN
     frames, requests = host.step(1.0)
     assert requests == []
     stack.streams.host_writable(flow, 1.1)
     _, (again,) = host.step(1.1)
     assert isinstance(again, events.StreamWrite)
     assert b"".join(bytes(b) for b in again.data) == b"cdef"
+
+
+def test_new_guest_bytes_are_offered_even_to_a_socket_that_was_full() -> None:
+    stack, host = setup()
+    flow = connect(stack, host)
+    stack.receive_frame(segment(tcp.ACK, GISS + 1, ISS + 1, b"abc"), 1.0)
+    host.step(1.0)
+    stack.streams.host_written(flow, 0, True, 1.0)  # EAGAIN
+    assert host.step(1.0)[1] == []
+    stack.receive_frame(segment(tcp.ACK, GISS + 4, ISS + 1, b"def"), 1.1)
+    _, requests = host.step(1.1)
+    assert [b"".join(bytes(b) for b in r.data) for r in requests] == [b"abcdef"]  # type: ignore[union-attr]
 
 
 def test_guest_fin_shuts_the_host_socket_down_once_every_byte_is_written() -> None:
