@@ -10,6 +10,7 @@ Module map (a frame from the tap goes down this list and its answers come back u
   datagrams   UDP and ICMP echo flows through host sockets, and ICMP errors back to the guest
   streams     TCP flows through host sockets: the forwarder decision, timers, host I/O requests
   tcp         TcpConnection: every RFC 9293 state rule for one connection
+  tcb         its base, the control block: variables, windows, queues, segments cut from them
   seq         sequence-number arithmetic modulo 2**32 (RFC 9293 §3.4)
   sendbuffer  host bytes not yet acknowledged by the guest, kept as the host's own chunks
   sack        guest text that arrived out of order, and the SACK blocks that describe it

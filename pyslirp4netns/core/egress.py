@@ -15,7 +15,7 @@ from pyslirp4netns.config import Config
 from pyslirp4netns.core import ndp
 from pyslirp4netns.core.fragments import fragment_ipv4, fragment_ipv6
 from pyslirp4netns.core.neighbours import UNKNOWN_MAC, Held, Neighbours
-from pyslirp4netns.core.tcp import Segment
+from pyslirp4netns.core.tcb import Segment
 from pyslirp4netns.wire import arp, ethernet, icmpv4, icmpv6, ipv4, ipv6, tcp, vnet
 from pyslirp4netns.wire.codec import Buffer
 from pyslirp4netns.wire.numbers import (

@@ -33,7 +33,8 @@ from pyslirp4netns.core.events import (
 )
 from pyslirp4netns.core.nat import Deny, Policy
 from pyslirp4netns.core.neighbours import UNKNOWN_MAC
-from pyslirp4netns.core.tcp import TcpConnection, TcpState, reset_for
+from pyslirp4netns.core.tcb import TcpState, reset_for
+from pyslirp4netns.core.tcp import TcpConnection
 from pyslirp4netns.wire import ethernet, ipv4, ipv6, tcp
 from pyslirp4netns.wire.codec import Buffer
 from pyslirp4netns.wire.numbers import DNS_PORT, IPPROTO_TCP

@@ -12,6 +12,7 @@ Module map:
   netns       join the target's namespaces (thread, or a child where a userns is joined)
   configure   -c: addresses, routes and links inside the target, through pyroute2
   resolv      the resolv.conf watcher behind the DNS alias
+  heap        the C heap kept while traffic flows and trimmed once the loop idles
   faults      a test-only fault injector at the tap boundary
   errors      slirp4netns-worded stderr lines and the start-up error
 """

@@ -23,6 +23,7 @@ import time
 from pyslirp4netns.config import Config
 from pyslirp4netns.core import events
 from pyslirp4netns.core.stack import Stack
+from pyslirp4netns.shell import heap
 from pyslirp4netns.shell.apiserver import ApiSocket
 from pyslirp4netns.shell.datagrams import HostDatagrams
 from pyslirp4netns.shell.errors import StartupError, do_slirp_failed, log
@@ -106,6 +107,7 @@ class Daemon:
     # -- start-up ------------------------------------------------------------------------
     def start(self, exit_fd_open: bool) -> None:
         config, reactor = self.config, self.reactor
+        heap.keep_freed_memory()
         if config.api_socket is not None:
             self.api = ApiSocket(config.api_socket)
             self.forwarding = PortForwarding(
@@ -145,15 +147,25 @@ class Daemon:
         reason = self._exit_now
         stack, reactor = self.stack, self.reactor
         server = self.api.server if self.api is not None else None
+        trim_owed, last_event = False, 0.0  # heap.trim() once the loop has been idle a while
         while reason is None:
-            # One timer for everything: the stack's and the API server's.
+            # One timer for everything: the stack's, the API server's and the heap's.
             deadline = stack.next_deadline()
             api_deadline = server.next_deadline() if server is not None else None
             soonest = deadline
             if api_deadline is not None and (soonest is None or api_deadline < soonest):
                 soonest = api_deadline
+            if trim_owed:
+                trim_at = last_event + heap.IDLE_SECONDS
+                if soonest is None or trim_at < soonest:
+                    soonest = trim_at
             timeout = -1.0 if soonest is None else max(0.0, soonest - time.monotonic())
             reason = reactor.poll(timeout)
+            if reactor.woke:
+                trim_owed, last_event = True, time.monotonic()
+            elif trim_owed and time.monotonic() - last_event >= heap.IDLE_SECONDS:
+                heap.trim()
+                trim_owed = False
             if soonest is not None:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:

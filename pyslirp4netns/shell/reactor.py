@@ -25,6 +25,7 @@ class Reactor:
     def __init__(self) -> None:
         self.epoll = select.epoll()
         self.handlers: dict[int, Handler] = {}
+        self.woke = False  # whether the last poll returned any event
 
     def watch(self, fd: int, events: int, handler: Handler) -> None:
         self.epoll.register(fd, events)
@@ -44,7 +45,9 @@ class Reactor:
         """Wait up to ``timeout`` seconds (-1: forever) and run the handlers of ready fds."""
         reason = None
         handlers = self.handlers
-        for fd, events in self.epoll.poll(timeout):
+        ready = self.epoll.poll(timeout)
+        self.woke = bool(ready)
+        for fd, events in ready:
             handler = handlers.get(fd)
             if handler is not None:
                 reason = handler(events) or reason

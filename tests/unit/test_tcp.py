@@ -11,18 +11,17 @@ from hypothesis import strategies as st
 from pyslirp4netns.core.sack import OOO_MAX_SEGMENTS
 from pyslirp4netns.core.sendbuffer import SendBuffer
 from pyslirp4netns.core.seq import MASK, seq_add, seq_diff, seq_ge, seq_gt, seq_le, seq_lt
-from pyslirp4netns.core.tcp import (
+from pyslirp4netns.core.tcb import (
     CONNECT_TIMEOUT,
     FIN_WAIT_2_TIMEOUT,
     MAX_RETRANSMITS,
     SYN_RETRIES,
     TIME_WAIT_TIMEOUT,
-    TRANSITIONS,
     Segment,
-    TcpConnection,
     TcpState,
     reset_for,
 )
+from pyslirp4netns.core.tcp import TRANSITIONS, TcpConnection
 from pyslirp4netns.wire.tcp import ACK, FIN, PSH, RST, SYN, URG, TcpOptions, encode_options
 
 S = TcpState
