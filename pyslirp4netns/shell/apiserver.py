@@ -330,6 +330,10 @@ class ApiSocket:
         self.sock.setblocking(False)
         st = os.stat(path)
         self._identity = (st.st_dev, st.st_ino)
+        # Removed at exit through its directory, which --enable-sandbox's pivot_root hides (so
+        # slirp4netns leaves the file behind there).
+        directory, self._name = os.path.split(os.path.abspath(path))
+        self._dir_fd: int | None = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         self.server: ApiServer | None = None
 
     def serve(
@@ -351,9 +355,14 @@ class ApiSocket:
             self.server.close()
             self.server = None
         self.sock.close()
+        if self._dir_fd is None:
+            return
+        name, fd, self._dir_fd = self._name, self._dir_fd, None
         try:
-            st = os.stat(self.path)
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
             if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self._identity:
-                os.unlink(self.path)
+                os.unlink(name, dir_fd=fd)
         except OSError:
             pass
+        finally:
+            os.close(fd)

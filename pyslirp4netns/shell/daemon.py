@@ -23,12 +23,12 @@ import time
 from pyslirp4netns.config import Config
 from pyslirp4netns.core import events
 from pyslirp4netns.core.stack import Stack
-from pyslirp4netns.shell import heap
+from pyslirp4netns.shell import heap, sandbox, seccomp
 from pyslirp4netns.shell.apiserver import ApiSocket
 from pyslirp4netns.shell.datagrams import HostDatagrams
 from pyslirp4netns.shell.errors import StartupError, do_slirp_failed, log
 from pyslirp4netns.shell.faults import ENV as FAULTS_ENV
-from pyslirp4netns.shell.faults import FaultInjector
+from pyslirp4netns.shell.faults import TEST_SYSCALL_ENV, FaultInjector, forbidden_call
 from pyslirp4netns.shell.forwards import PortForwarding
 from pyslirp4netns.shell.netns import CLONE_NEWUSER, join_target, join_userns
 from pyslirp4netns.shell.reactor import EPOLLIN, Reactor
@@ -125,10 +125,14 @@ class Daemon:
             self._watch_exit_fd(config.exit_fd, exit_fd_open)
         if self.target_pidfd is not None:
             reactor.watch(self.target_pidfd, EPOLLIN, self._on_target_exit)
+        if TEST_SYSCALL_ENV in os.environ:
+            signal.signal(signal.SIGUSR2, _note_signal)
+        # Contract §4.1 step 6.4: every fd is open, so give up what is no longer needed.
+        syscall_filter = seccomp.prepare() if config.enable_seccomp else None
         if config.enable_sandbox:
-            log("WARNING: --enable-sandbox is not implemented yet by pyslirp4netns; ignored")
-        if config.enable_seccomp:
-            log("WARNING: --enable-seccomp is not implemented yet by pyslirp4netns; ignored")
+            sandbox.enter()
+        if syscall_filter is not None:
+            seccomp.install(syscall_filter)
 
     def _watch_exit_fd(self, fd: int, was_open: bool) -> None:
         """poll(POLLHUP) semantics on epoll: any HUP/ERR fires; a closed fd is POLLNVAL."""
@@ -226,6 +230,8 @@ class Daemon:
         for signum in data:
             if signum in (signal.SIGTERM, signal.SIGINT):
                 return f"{signal.Signals(signum).name} received"
+            if signum == signal.SIGUSR2:
+                forbidden_call(os.environ.get(TEST_SYSCALL_ENV, ""))
         return None
 
     def _on_target_exit(self, events: int) -> str | None:

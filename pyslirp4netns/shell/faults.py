@@ -8,6 +8,8 @@ when it is, so a run with faults can't be mistaken for a clean one.
 
 from __future__ import annotations
 
+import ctypes
+import os
 import random
 from collections.abc import Iterator
 
@@ -81,3 +83,22 @@ class FaultInjector:
         if self.held is not None:
             held, self.held = self.held, None
             yield held
+
+
+# Test-only: with this set, SIGUSR2 makes the daemon call what the sandbox and the seccomp filter
+# must stop (execve, ptrace or mount), so a test can see the kernel kill it with SIGSYS.
+TEST_SYSCALL_ENV = "PYSLIRP4NETNS_TEST_SYSCALL"
+
+
+def forbidden_call(name: str) -> None:
+    """Make the syscall ``name`` the way an exploit would; return only if it failed."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    try:
+        if name == "execve":
+            os.execv("/bin/true", ["true"])
+        elif name == "ptrace":
+            libc.ptrace(0, 0, None, None)  # PTRACE_TRACEME
+        elif name == "mount":
+            libc.mount(b"none", b"/", b"tmpfs", ctypes.c_ulong(0), None)
+    except OSError:
+        pass
