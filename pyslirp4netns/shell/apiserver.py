@@ -29,7 +29,6 @@ import errno
 import functools
 import os
 import socket
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +39,7 @@ from pyslirp4netns.core.api import ADD_FAILED, MAX_REQUEST, AddHostfwd, Api, Rem
 from pyslirp4netns.core.jsonreader import Outcome, Reader
 from pyslirp4netns.shell.errors import do_slirp_failed, log
 from pyslirp4netns.shell.reactor import EPOLLIN, Watch
+from pyslirp4netns.shell.sockfile import SocketFile
 
 IDLE_TIMEOUT = 5.0  # seconds from accept to reply, at most
 MAX_CLIENTS = 1024  # open API connections; more are closed on accept
@@ -328,12 +328,7 @@ class ApiSocket:
                 f"api_bindlisten: bind: {os.strerror(e.errno or errno.EIO)}"
             ) from None
         self.sock.setblocking(False)
-        st = os.stat(path)
-        self._identity = (st.st_dev, st.st_ino)
-        # Removed at exit through its directory, which --enable-sandbox's pivot_root hides (so
-        # slirp4netns leaves the file behind there).
-        directory, self._name = os.path.split(os.path.abspath(path))
-        self._dir_fd: int | None = os.open(directory, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.file = SocketFile(path)
         self.server: ApiServer | None = None
 
     def serve(
@@ -355,14 +350,4 @@ class ApiSocket:
             self.server.close()
             self.server = None
         self.sock.close()
-        if self._dir_fd is None:
-            return
-        name, fd, self._dir_fd = self._name, self._dir_fd, None
-        try:
-            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
-            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino) == self._identity:
-                os.unlink(name, dir_fd=fd)
-        except OSError:
-            pass
-        finally:
-            os.close(fd)
+        self.file.remove()

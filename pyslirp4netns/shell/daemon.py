@@ -25,13 +25,14 @@ from pyslirp4netns.core import events
 from pyslirp4netns.core.stack import Stack
 from pyslirp4netns.shell import heap, sandbox, seccomp
 from pyslirp4netns.shell.apiserver import ApiSocket
+from pyslirp4netns.shell.bess import BessListener
 from pyslirp4netns.shell.datagrams import HostDatagrams
 from pyslirp4netns.shell.errors import StartupError, do_slirp_failed, log
 from pyslirp4netns.shell.faults import ENV as FAULTS_ENV
 from pyslirp4netns.shell.faults import TEST_SYSCALL_ENV, FaultInjector, forbidden_call
 from pyslirp4netns.shell.forwards import PortForwarding
 from pyslirp4netns.shell.netns import CLONE_NEWUSER, join_target, join_userns
-from pyslirp4netns.shell.reactor import EPOLLIN, Reactor
+from pyslirp4netns.shell.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, Reactor
 from pyslirp4netns.shell.resolv import ResolvConf
 from pyslirp4netns.shell.streams import HostStreams
 from pyslirp4netns.shell.tap import Tap, TapPort, tap_from_fd
@@ -86,9 +87,16 @@ def banner(config: Config) -> str:
 class Daemon:
     """Owns every fd of the running process and the loop that serves them."""
 
-    def __init__(self, config: Config, tap: Tap, target_pidfd: int | None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        tap: Tap,
+        target_pidfd: int | None,
+        bess: BessListener | None = None,
+    ) -> None:
         self.config = config
         self.tap = tap
+        self.bess = bess  # --target-type=bess: "tap" is its current client
         self.api: ApiSocket | None = None
         self.forwarding: PortForwarding | None = None
         self.reactor = Reactor()
@@ -220,7 +228,30 @@ class Daemon:
         # Drain until EAGAIN: one wake-up, many frames, then one round of writes.
         now = time.monotonic()
         self.stack.set_nameservers(self.resolv.current(now))  # a stat at most once a second
-        return self.port.read(self.stack, now)
+        reason = self.port.read(self.stack, now)
+        if self.bess is not None and (reason is not None or events_ & (EPOLLHUP | EPOLLERR)):
+            self._bess_client_gone()
+            return None
+        return reason
+
+    def _bess_client_gone(self) -> None:
+        """The BESS client left: wait for the next one (frames for the guest are dropped)."""
+        assert self.bess is not None
+        fd, self.port.fd = self.port.fd, -1
+        self.reactor.unwatch(fd)
+        os.close(fd)
+        log("BESS client disconnected; waiting for the next one")
+        self.reactor.watch(self.bess.fd, EPOLLIN, self._on_bess_client)
+
+    def _on_bess_client(self, events_: int) -> str | None:
+        assert self.bess is not None
+        fd = self.bess.accept()
+        if fd is not None:
+            self.reactor.unwatch(self.bess.fd)
+            self.port.fd = fd
+            self.reactor.watch(fd, EPOLLIN, self._on_tap)
+            log(f"BESS client connected (fd {fd})")
+        return None
 
     def _on_signal(self, events: int) -> str | None:
         try:
@@ -245,7 +276,10 @@ class Daemon:
         self.datagrams.close()
         self.streams.close()
         self.reactor.close()
-        for fd in (self._wake_r, self._wake_w, self.tap.fd, self.target_pidfd):
+        if self.bess is not None:
+            self.bess.close()
+        tap_fd = self.port.fd if self.port.fd >= 0 else None
+        for fd in (self._wake_r, self._wake_w, tap_fd, self.target_pidfd):
             if fd is not None:
                 try:
                     os.close(fd)
@@ -338,15 +372,17 @@ def run(config: Config) -> int:
 
 
 def _run(config: Config) -> int:
-    if config.target_type == "bess":
-        raise StartupError("--target-type=bess is not supported by pyslirp4netns")
     # Note which inherited fds are open before we open any of our own: a closed --exit-fd means
     # "exit now" (POLLNVAL) and a closed --ready-fd is skipped, whatever number our fds get.
     exit_fd_open = fd_is_open(config.exit_fd)
     ready_fd_open = fd_is_open(config.ready_fd)
     raise_fd_limit()
     target_pidfd = open_target_pidfd(config)
-    if config.tapfd is not None:
+    bess = None
+    if config.target_type == "bess":
+        bess = BessListener(config.target)
+        tap, note = bess.first_client(), None
+    elif config.tapfd is not None:
         tap, note = tap_from_fd(config.tapfd), None
     else:
         tap, note = join_target(config, want_offload())
@@ -359,7 +395,7 @@ def _run(config: Config) -> int:
     sys.stdout.flush()
     if config.enable_sandbox and os.geteuid() != 0:
         become_userns_root(config)
-    daemon = Daemon(config, tap, target_pidfd)
+    daemon = Daemon(config, tap, target_pidfd, bess)
     try:
         daemon.start(exit_fd_open)
         if ready_fd_open:

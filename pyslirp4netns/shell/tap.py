@@ -160,9 +160,13 @@ class TapPort:
             except OSError as e:
                 if e.errno == errno.EBADFD:  # tap detached (device deleted): nothing to serve
                     return "tap device is gone"
+                if e.errno in (errno.ECONNRESET, errno.ENOTCONN):
+                    return "peer disconnected"  # a BESS client
                 raise
             n = len(buf)
             if n <= header:
+                if n == 0:
+                    return "peer disconnected"  # a BESS client left (a tap never reads 0)
                 break
             view = memoryview(buf)
             # virtio-net header: NEEDS_CSUM/DATA_VALID frames carry no checksum to verify; a UDP
@@ -184,9 +188,11 @@ class TapPort:
 
     def write(self, frames: list[list[Buffer]]) -> None:
         """One ``writev`` a frame, virtio-net header first when the tap has one."""
+        fd = self.fd
+        if fd < 0:
+            return  # no BESS client at the moment: dropped, as on a link that is down
         if self.faults_out is not None:
             frames = self._faulty(frames)
-        fd = self.fd
         for parts in frames:
             try:
                 os.writev(fd, parts)

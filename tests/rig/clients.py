@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psutil
 
-from .namespaces import Outer, User, end_process, ns_id, wait_until
+from .namespaces import HARDENED, Outer, User, end_process, ns_id, wait_until
 from .programs import CHECKOUT, TOOLS, UDP_CLIENT
 
 # The clients run as the test user with a clean environment: no root PATH, no PYTHONPATH.
@@ -267,6 +267,8 @@ class RootlessKit:
         ]
         if disable_host_loopback:
             argv.append("--disable-host-loopback")
+        if HARDENED:
+            argv += ["--slirp4netns-sandbox=true", "--slirp4netns-seccomp=true"]
         for spec in publish:
             argv += ["-p", spec]
         log = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
