@@ -72,6 +72,7 @@ class HostDatagrams:
         self.outbound6 = str(config.outbound_addr6) if config.outbound_addr6 else None
         self.hosts: dict[int, _Host] = {}
         self._ping_warned: set[int] = set()
+        self._ping_range = _ping_range()  # read now: --enable-sandbox hides /proc later
 
     # -- requests ------------------------------------------------------------------------
     def open(self, request: events.DatagramOpen) -> None:
@@ -124,7 +125,7 @@ class HostDatagrams:
             name = "ICMP" if family == socket.AF_INET else "ICMPv6"
             log(
                 f"WARNING: {name} echo to hosts other than the gateway is not forwarded: "
-                f"gid {os.getgid()} is outside net.ipv4.ping_group_range ({_ping_range()}) "
+                f"gid {os.getgid()} is outside net.ipv4.ping_group_range ({self._ping_range}) "
                 "and raw sockets need CAP_NET_RAW"
             )
         return None

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.rig import PROGRAMS, SLAAC_WAIT, Remote, is_reference
+from tests.rig import HARDENED, PROGRAMS, SLAAC_WAIT, Remote, is_reference
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -43,6 +43,7 @@ def pings(guest, target: str, *flags: str) -> str:  # type: ignore[no-untyped-de
 
 
 @pytest.mark.parametrize("program", PROGRAMS)
+@pytest.mark.skipif(HARDENED, reason="--enable-sandbox drops CAP_NET_RAW (slirp4netns's too)")
 def test_root_daemon_pings_a_remote_host_with_a_raw_socket(slirp, remote, program) -> None:
     guest, daemon = slirp(program, rootless=False)
     out = pings(guest, Remote.REMOTE4)

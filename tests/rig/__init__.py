@@ -15,6 +15,7 @@ The common names are here (``from tests.rig import Outer, start_ready, ...``); t
 """
 
 from .namespaces import (
+    HARDENED,
     NO_SUCH_PID,
     READY_TIMEOUT,
     REFERENCE,
@@ -51,6 +52,7 @@ from .programs import (
 
 __all__ = [
     "CHECKOUT",
+    "HARDENED",
     "NO_SUCH_PID",
     "PROGRAMS",
     "READY_TIMEOUT",
