@@ -31,7 +31,7 @@ from pyslirp4netns.shell.errors import StartupError, do_slirp_failed, log
 from pyslirp4netns.shell.faults import ENV as FAULTS_ENV
 from pyslirp4netns.shell.faults import TEST_SYSCALL_ENV, FaultInjector, forbidden_call
 from pyslirp4netns.shell.forwards import PortForwarding
-from pyslirp4netns.shell.netns import CLONE_NEWUSER, join_target, join_userns
+from pyslirp4netns.shell.netns import CLONE_NEWUSER, join_target, join_userns, userns_path
 from pyslirp4netns.shell.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, Reactor
 from pyslirp4netns.shell.resolv import ResolvConf
 from pyslirp4netns.shell.streams import HostStreams
@@ -348,12 +348,13 @@ def open_target_pidfd(config: Config) -> int | None:
 def become_userns_root(config: Config) -> None:
     """slirp4netns's sandbox preamble for a rootless caller (contract §4.1 step 5).
 
-    In PID mode the process joins the target's user namespace (we are single-threaded here: the
-    join thread, if any, has ended), then takes uid/gid 0 there. Path mode joins nothing, so
-    the setegid fails exactly as in slirp4netns.
+    The process joins the target's user namespace (we are single-threaded here: the join
+    thread, if any, has ended), then takes uid/gid 0 there. That is the PID's, or the one
+    ``--userns-path`` names (slirp4netns joins none in path mode, so its setegid fails there).
     """
-    if not config.path_mode and config.pid is not None:
-        join_userns(f"/proc/{config.pid}/ns/user", CLONE_NEWUSER)
+    path = userns_path(config)
+    if path is not None:
+        join_userns(path, CLONE_NEWUSER)
     for name, call in (("setegid(0)", os.setegid), ("seteuid(0)", os.seteuid)):
         try:
             call(0)
