@@ -352,7 +352,7 @@ def become_userns_root(config: Config) -> None:
     thread, if any, has ended), then takes uid/gid 0 there. That is the PID's, or the one
     ``--userns-path`` names (slirp4netns joins none in path mode, so its setegid fails there).
     """
-    path = userns_path(config)
+    path = userns_path(config) if config.pid is not None or config.userns_path else None
     if path is not None:
         join_userns(path, CLONE_NEWUSER)
     for name, call in (("setegid(0)", os.setegid), ("seteuid(0)", os.seteuid)):
