@@ -275,6 +275,7 @@ class Daemon:
                 os.close(fd)
         self.returncode: int | None = None
         self.descendants: list[psutil.Process] = []
+        self.tracer: subprocess.Popen[bytes] | None = None  # see trace_if_asked
 
     # -- observing -----------------------------------------------------------------------
     @property
@@ -328,12 +329,41 @@ class Daemon:
             except ProcessLookupError:
                 pass
             self.wait(10)
+        if self.tracer is not None:
+            end_process(self.tracer)
         for proc in self.descendants:
             try:
                 proc.kill()
             except psutil.NoSuchProcess:
                 pass
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def trace_if_asked(daemon: Daemon) -> None:
+    """RIG_STRACE_DIR=DIR (tests/tools/syscalls.py): attach ``strace -f`` to a ready daemon of
+    ours that runs under its seccomp filter, so DIR collects what the filtered daemon calls.
+    Attached after the ready byte: a tracer forked before it would hold the ready pipe open."""
+    directory = os.environ.get("RIG_STRACE_DIR")
+    if not directory or is_reference(daemon.program):
+        return
+    try:
+        if "Seccomp:\t2" not in Path(f"/proc/{daemon.pid}/status").read_text():
+            return
+    except OSError:
+        return
+    out = f"{directory}/t.{daemon.pid}"
+    daemon.tracer = subprocess.Popen(
+        ["strace", "-qq", "-f", "-o", out, "-p", str(daemon.pid)], stdin=subprocess.DEVNULL
+    )
+
+    def attached() -> bool:
+        try:
+            status = Path(f"/proc/{daemon.pid}/status").read_text()
+        except OSError:
+            return True  # gone already: nothing to wait for
+        return "TracerPid:\t0\n" not in status
+
+    wait_until(attached, 10, "strace to attach")
 
 
 def read_ready(fd: int, timeout: float) -> bytes:
@@ -402,6 +432,7 @@ def start_ready(
             raise
         else:
             if ready == expect:
+                trace_if_asked(daemon)
                 return daemon
             reason = f"ready fd gave {ready!r}, not {expect!r}"
     finally:

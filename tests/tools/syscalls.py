@@ -1,13 +1,13 @@
 """What the running daemon calls once its seccomp filter is loaded: the evidence for ALLOWED.
 
     python3 tests/tools/syscalls.py run DIR [PYTEST ARGS...]
-        runs the suite (default: tests/integration) with every daemon under ``strace -ff -o
-        DIR/t`` and with --enable-sandbox --enable-seccomp (RIG_HARDENED=1), then reports;
+        runs the suite (default: tests/integration and compat) with --enable-sandbox
+        --enable-seccomp on every daemon (RIG_HARDENED=1) and, once each is ready and filtered,
+        ``strace -f -p PID -o DIR/t.PID`` attached to it (RIG_STRACE_DIR=DIR), then reports;
     python3 tests/tools/syscalls.py report DIR
         reports on traces already there.
 
-For each traced process that loaded the filter (its ``seccomp(SECCOMP_SET_MODE_FILTER, ...)``),
-the syscalls after that point are counted. The report lists them, marks any that
+Every traced call happened under the filter. The report counts them, marks any that
 ``pyslirp4netns.shell.seccomp`` does not allow, and names every process the filter killed
 with the syscall that did it (strace's ``si_syscall=__NR_x``). Exit status 1 if either list is
 not empty. Tests may fail under strace (it is slow); only the syscalls matter here.
@@ -27,26 +27,23 @@ sys.path.insert(0, str(CHECKOUT))  # a script by path: the package from this che
 
 from pyslirp4netns.shell.seccomp import ALLOWED, NARROWED  # noqa: E402
 
-LOADED = re.compile(r"^seccomp\(SECCOMP_SET_MODE_FILTER")
 CALL = re.compile(r"^([a-z_0-9]+)\(")
 RESUMED = re.compile(r"^<\.\.\. ([a-z_0-9]+) resumed>")
 KILLED = re.compile(r"si_code=SYS_SECCOMP.*si_syscall=__NR_([a-z_0-9]+)")
 
 
-def scan(path: Path) -> tuple[collections.Counter[str], str | None] | None:
-    """(calls after the filter's load, the syscall that got the process killed) or None."""
+def scan(path: Path) -> tuple[collections.Counter[str], str | None]:
+    """(the calls, the syscall that got the process killed or None)."""
     calls: collections.Counter[str] = collections.Counter()
-    loaded, killer = False, None
+    killer = None
     with path.open(errors="replace") as f:
         for line in f:
-            if not loaded:
-                loaded = bool(LOADED.match(line))
-                continue
+            line = line.split(" ", 1)[1] if line[:1].isdigit() else line  # -f: "PID call(..."
             if m := KILLED.search(line):
                 killer = m.group(1)
             elif m := CALL.match(line) or RESUMED.match(line):
                 calls[m.group(1)] += 1
-    return (calls, killer) if loaded else None
+    return calls, killer
 
 
 def report(directory: Path) -> int:
@@ -54,16 +51,13 @@ def report(directory: Path) -> int:
     killed: list[tuple[str, str]] = []
     processes = 0
     for path in sorted(directory.glob("t.*")):
-        result = scan(path)
-        if result is None:
-            continue
         processes += 1
-        calls, killer = result
+        calls, killer = scan(path)
         total.update(calls)
         if killer is not None:
             killed.append((path.name, killer))
     allowed = set(ALLOWED) | set(NARROWED)
-    print(f"{processes} filtered daemon processes, {sum(total.values())} syscalls after load")
+    print(f"{processes} filtered daemon processes, {sum(total.values())} syscalls under the filter")
     for name, count in sorted(total.items(), key=lambda kv: -kv[1]):
         print(f"  {name:24} {count:>10}{'' if name in allowed else '   NOT ALLOWED'}")
     unused = sorted(allowed - set(total))
@@ -76,10 +70,8 @@ def report(directory: Path) -> int:
 
 def run(directory: Path, pytest_args: list[str]) -> int:
     directory.mkdir(parents=True, exist_ok=True)
-    directory.chmod(0o777)  # rootless daemons trace as the test user
-    strace = f"strace -qq -ff -o {directory}/t {sys.executable} -m pyslirp4netns"
-    env = {**os.environ, "SLIRP4NETNS_BIN": strace, "RIG_HARDENED": "1"}
-    args = pytest_args or ["tests/integration"]
+    env = {**os.environ, "RIG_STRACE_DIR": str(directory), "RIG_HARDENED": "1"}
+    args = pytest_args or ["tests/integration", "compat"]
     subprocess.run([sys.executable, "-m", "pytest", "-q", *args], cwd=CHECKOUT, env=env)
     return report(directory)
 
