@@ -1,11 +1,12 @@
 """The shell: the only place with an event loop, fds, signals and the clock.
 
 Start-up follows slirp4netns (contract §4.1): get the tap from inside the target, print the
-banner, bind the API socket, then write the ready byte only once all of that holds. The loop
+banner, bind the API socket, enter the sandbox and load the seccomp filter when asked, then
+write the ready byte only once all of that holds. The loop
 then waits, without a timeout and so without burning CPU, on:
 
-* the tap (frames are read in batches until EAGAIN and fed to the sans-IO ``Stack``; what it
-  answers is written back once per batch),
+* the tap, or with ``--target-type=bess`` the connected client (frames are read in batches
+  until EAGAIN and fed to the sans-IO ``Stack``; what it answers is written back once per batch),
 * the exit fd (any poll event ends the run with status 0, contract §4.3),
 * SIGTERM/SIGINT (through a wake-up pipe: a clean exit 0 where slirp4netns dies by the signal),
 * the target process (a pidfd in PID mode: we exit 0 when it is gone; slirp4netns idles forever),
