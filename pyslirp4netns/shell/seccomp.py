@@ -4,9 +4,9 @@ slirp4netns (contract §6.3) allows everything but a deny-list of 31 syscalls. W
 exact line (on stdout, after the banner, as it does) and are stricter: every syscall not in
 ``ALLOWED`` kills the process (``SECCOMP_RET_KILL_PROCESS``), so execve, ptrace, mount, setns,
 unshare, bpf, keyctl and the rest are gone with its list. ``ALLOWED`` is what the running daemon
-was seen to call (``strace -f`` over the whole test suite, after this filter's own load; see
-``tests/tools/syscalls.py``), plus the calls Python makes on its error and exit paths. Some
-are narrowed by argument:
+was seen to call (``strace`` attached to every filtered daemon of tests/integration and compat:
+``tests/tools/syscalls.py``), plus harmless variants Python or glibc may pick and the calls of
+the error and exit paths. Some are narrowed by argument:
 
 * ``openat``/``open`` only without write, create, truncate or tmpfile flags (the resolv.conf
   watcher reads; nothing is ever written);
