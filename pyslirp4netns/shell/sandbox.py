@@ -26,6 +26,7 @@ import importlib
 import os
 import pkgutil
 import platform
+from collections.abc import Callable
 from pathlib import Path
 
 import pyslirp4netns
@@ -128,6 +129,13 @@ def resolv_outside() -> str | None:
     return real if os.path.exists(real) else None
 
 
+def _os_step(call: Callable[[str], None], path: str, what: str) -> None:
+    try:
+        call(path)
+    except OSError as e:
+        raise SandboxError(f"{what}: {os.strerror(e.errno or errno.EIO)}") from None
+
+
 def _kept_flags(path: str) -> int:
     f = os.statvfs(path).f_flag
     return sum(ms for st, ms in _KEPT_FLAGS if f & st)
@@ -179,11 +187,11 @@ def _enter_empty_root() -> None:
             err = e.errno or errno.EIO
             raise SandboxError(f"cannot bind mount {outside}: {os.strerror(err)}") from None
         _bind_ro(outside, target)
-    os.chdir(ROOT)
+    _os_step(os.chdir, ROOT, f"cannot chdir to {ROOT}")
     _check(_pivot_root(".", "old"), f"cannot pivot_root to {ROOT}")
-    os.chdir("/")
+    _os_step(os.chdir, "/", "cannot chdir to /")
     _check(_libc.umount2(b"/old", MNT_DETACH), "cannot umount /old")
-    os.rmdir("/old")
+    _os_step(os.rmdir, "/old", "cannot rmdir /old")
     _mount(None, "/", None, MS_REMOUNT | MS_RDONLY | tmpfs, "cannot remount ro /")
 
 
