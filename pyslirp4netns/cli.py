@@ -17,7 +17,6 @@ Every failure prints usage on stdout (where slirp4netns does) and exits 1.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import re
 import socket
@@ -27,8 +26,6 @@ from dataclasses import dataclass, replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address
 from pathlib import Path
 from typing import NoReturn, TextIO
-
-import psutil
 
 from pyslirp4netns import __version__
 from pyslirp4netns.config import Config
@@ -75,6 +72,12 @@ LONG_OPTIONS: tuple[LongOption, ...] = (
     _long("macaddress", True),
     _long("target-type", True),
 )
+
+# Our extensions, outside slirp4netns's table: matched by their full name only, so that every
+# abbreviation and ambiguity message stays slirp4netns's; absent from --help (which must stay
+# byte-identical) and documented in the man page.
+EXTENSION_OPTIONS: tuple[LongOption, ...] = (_long("port-forward-mode", True),)
+PORT_FORWARD_MODES = ("tap", "splice")
 
 DEPRECATED_ALIASES = {
     "no-host-loopback": "disable-host-loopback",
@@ -209,7 +212,9 @@ class _ScmpVersion(ctypes.Structure):
 
 def _libseccomp_version() -> str:
     """The system libseccomp's version if it can be loaded, else "none"."""
-    name = ctypes.util.find_library("seccomp")
+    from ctypes.util import find_library  # here: it brings subprocess (about 1 MiB)
+
+    name = find_library("seccomp")
     if name is None:
         return "none"
     try:
@@ -256,7 +261,7 @@ def _getopt_long(
         if arg.startswith("--"):
             nextchar = arg[2:]
             name, eq, value = nextchar.partition("=")
-            exact = [o for o in LONG_OPTIONS if o.name == name]
+            exact = [o for o in LONG_OPTIONS + EXTENSION_OPTIONS if o.name == name]
             # Every entry has a distinct key, so any two prefix matches are ambiguous.
             matches = exact or [o for o in LONG_OPTIONS if o.name.startswith(name)]
             if not matches:
@@ -384,6 +389,8 @@ def _interface_address(ifname: str, family: socket.AddressFamily) -> str | None:
     For IPv6 a global address comes before a link-local one: a socket can't be bound to a
     link-local source without a scope, so outbound traffic from it would fail.
     """
+    import psutil  # here, not at the top: only --outbound-addr IFNAME needs it (27 ms, 2 MiB)
+
     found = [
         str(address.address).split("%")[0]  # psutil appends "%ifname" to link-locals
         for address in psutil.net_if_addrs().get(ifname, [])
@@ -442,6 +449,7 @@ class _Raw:
     disable_dns: bool = False
     macaddress: str | None = None
     target_type: str | None = None
+    port_forward_mode: str = "tap"
 
 
 def _parse_fd(text: str, prog: str, what: str) -> int:
@@ -498,6 +506,10 @@ def _apply(raw: _Raw, key: str, optarg: str | None, prog: str) -> None:
             raw.macaddress = value
         case "target-type":
             raw.target_type = value
+        case "port-forward-mode":
+            if value not in PORT_FORWARD_MODES:
+                _fail_with_usage(prog, '--port-forward-mode must be either "tap" or "splice"')
+            raw.port_forward_mode = value
         case "h":
             _out(usage_text(prog))
             _exit(0)
@@ -586,6 +598,11 @@ def parse(args: Sequence[str], prog: str) -> Config:
             prog, "--macaddr cannot be specified when --configure or -c is not specified"
         )
     target, tapname, number = _parse_target(raw, positionals, prog)
+    if raw.port_forward_mode == "splice":  # no namespace to create the guest's sockets in
+        if raw.target_type == "bess":
+            _fail_with_usage(prog, "--port-forward-mode=splice conflicts with --target-type=bess")
+        if raw.netns_type == "tapfd":
+            _fail_with_usage(prog, "--port-forward-mode=splice conflicts with --netns-type=tapfd")
     tapfd = number if raw.netns_type == "tapfd" else None
     pid = None if raw.netns_type == "tapfd" else number
     cidr = IPv4Network("10.0.2.0/24") if raw.cidr is None else _parse_cidr(raw.cidr)
@@ -620,6 +637,7 @@ def parse(args: Sequence[str], prog: str) -> Config:
         disable_dns=raw.disable_dns,
         macaddress=macaddress,
         target_type="netns" if raw.target_type is None else raw.target_type,
+        port_forward_mode=raw.port_forward_mode,
     )
     # TAPNAME only exists in netns/pid and path modes; "" is valid there (the kernel picks tapN).
     return config if tapname is None else replace(config, tapname=tapname)
@@ -633,8 +651,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = parse(argv[1:], argv[0] if argv else "pyslirp4netns")
     except SystemExit as e:
         return e.code if isinstance(e.code, int) else 1
-    from pyslirp4netns.shell.daemon import (
-        run,  # the runtime is imported only once parsing succeeded
-    )
+    from pyslirp4netns.shell.startup import run  # the runtime, only once parsing succeeded
 
     return run(config)

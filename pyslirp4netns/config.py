@@ -43,6 +43,9 @@ class Config:
     disable_dns: bool = False
     macaddress: bytes | None = None  # 6 bytes; only with -c
     target_type: str = "netns"  # "netns" or "bess"
+    # Our extension, not slirp4netns's: "tap" (API TCP forwards go through the stack) or
+    # "splice" (joined to a socket inside the target by splice(2); shell/splice.py).
+    port_forward_mode: str = "tap"
 
     @property
     def path_mode(self) -> bool:

@@ -16,7 +16,7 @@ from pyslirp4netns.core import ndp
 from pyslirp4netns.core.fragments import fragment_ipv4, fragment_ipv6
 from pyslirp4netns.core.neighbours import UNKNOWN_MAC, Held, Neighbours
 from pyslirp4netns.core.tcb import Segment
-from pyslirp4netns.wire import arp, ethernet, icmpv4, icmpv6, ipv4, ipv6, tcp, vnet
+from pyslirp4netns.wire import arp, ethernet, icmpv4, icmpv6, ipv4, ipv6, tcp, tcpframe, vnet
 from pyslirp4netns.wire.codec import Buffer
 from pyslirp4netns.wire.numbers import (
     BROADCAST4,
@@ -194,6 +194,35 @@ class Egress:
             self.ipv6(mac, GATEWAY6, guest, IPPROTO_ICMPV6, message, ERROR_TTL)
 
     # -- TCP -----------------------------------------------------------------------------
+    def template(
+        self, mac: bytes, src: bytes, dst: bytes, src_port: int, dst_port: int
+    ) -> tcpframe.Template | None:
+        """A connection's header template toward the guest, for ``tcp4``; None where only the
+        general path applies (IPv6, plain frames that need a full checksum, unknown MAC)."""
+        if not self.vnet_hdr or len(src) != 4 or mac == UNKNOWN_MAC:
+            return None
+        src_mac = self.aliases.get(src, self.aliases[self.gateway])
+        return tcpframe.Template(mac, src_mac, src, dst, src_port, dst_port)
+
+    def tcp4(self, template: tcpframe.Template, segment: Segment, gso_size: int) -> None:
+        """``tcp`` for a segment without options over a template: one pack, same bytes."""
+        seq, ack, flags, window, _, payload = segment
+        n = len(payload)
+        self._ip_id = ident = (self._ip_id + 1) & 0xFFFF
+        head = template.frame(ident, seq, ack, flags, window, n)
+        if gso_size and n > gso_size:
+            info = vnet.encode(
+                vnet.NEEDS_CSUM,
+                vnet.GSO_TCPV4,
+                tcpframe.SIZE,
+                gso_size,
+                tcpframe.TCP_OFFSET,
+                tcp.CHECKSUM_OFFSET,
+            )
+        else:
+            info = tcpframe.CSUM_ONLY
+        self.frames.append([info, head, payload] if n else [info, head])
+
     def tcp(
         self,
         mac: bytes,

@@ -35,8 +35,8 @@ from pyslirp4netns.core.nat import Deny, Policy
 from pyslirp4netns.core.neighbours import UNKNOWN_MAC
 from pyslirp4netns.core.tcb import TcpState, reset_for
 from pyslirp4netns.core.tcp import TcpConnection
-from pyslirp4netns.wire import ethernet, ipv4, ipv6, tcp
-from pyslirp4netns.wire.codec import Buffer
+from pyslirp4netns.wire import ethernet, ipv4, ipv6, tcp, tcpframe
+from pyslirp4netns.wire.codec import Buffer, checksum
 from pyslirp4netns.wire.numbers import DNS_PORT, IPPROTO_TCP
 
 TCP_LIMIT = 16384  # connections at once; a SYN beyond that gets RST|ACK
@@ -46,6 +46,7 @@ TCP_SND_BUFFER = 4 << 20  # per connection: host bytes kept until the guest ackn
 DELAYED_ACK = 0.002
 # A GSO burst toward the guest: whole frame within 64 KiB with any IP and TCP header chain.
 GSO_MAX_SEGMENT = 0xFFFF - ipv6.SIZE - 60
+COMPACT_SLACK = 256  # stale timer entries tolerated beyond twice the live flows
 WRITE_CHUNKS = 64  # buffers offered in one StreamWrite (one sendmsg; IOV_MAX is 1024)
 
 FlowKey = tuple[bytes, int, bytes, int]  # guest, guest port, remote, remote port
@@ -70,6 +71,7 @@ class TcpFlow:
         "host_full",
         "reading",
         "host_done",
+        "template",
     )
 
     def __init__(
@@ -87,6 +89,7 @@ class TcpFlow:
         self.host_full = False  # the host socket took less than offered: wait for writable
         self.reading = False  # whether the shell reads the host socket (pause/resume)
         self.host_done = False  # the host socket sent EOF or failed: nothing more to read
+        self.template: tcpframe.Template | None = None  # headers toward the guest, fast path
 
 
 class Streams:
@@ -108,11 +111,40 @@ class Streams:
         self._ids = ids
         self._rng = rng  # a callable () -> float in [0, 1): ISNs and forward source ports
         self.flows: dict[FlowKey, TcpFlow] = {}
+        self.fast: dict[bytes, TcpFlow] = {}  # IPv4 flows by the key bytes of a guest frame
         self.by_id: dict[int, TcpFlow] = {}
         self._dirty: list[TcpFlow] = []
         self._timers: list[tuple[float, int]] = []  # (deadline, flow id), a lazy heap
 
     # -- from the guest ------------------------------------------------------------------
+    def fast_segment(self, flow: TcpFlow, frame: Buffer, now: float, csum_done: bool) -> bool:
+        """An IPv4 frame of ``flow`` without IP or TCP options, SYN or RST (the caller looked
+        at the key, version/IHL and protocol): what ``segment`` does, with one header read and
+        no header objects. False, and nothing done, for anything ``segment`` must judge."""
+        total, fragment, seq, ack, offset, flags, window = tcpframe.RECEIVE.unpack_from(frame)
+        header = (offset & 0xF0) >> 2
+        if (
+            flags & (tcp.SYN | tcp.RST)
+            or fragment & 0x3FFF  # fragments go to reassembly
+            or total > len(frame) - tcpframe.IP_OFFSET
+            or total < ipv4.SIZE + header
+            or header < tcp.SIZE
+            or frame[6:12] != flow.guest_mac  # a new MAC is learned on the general path
+            or checksum(frame[tcpframe.IP_OFFSET : tcpframe.TCP_OFFSET]) != 0
+        ):
+            return False
+        end = tcpframe.IP_OFFSET + total
+        if not csum_done:
+            length = total - ipv4.SIZE
+            if not tcp.checksum_ok(frame, tcpframe.TCP_OFFSET, length, flow.guest, flow.remote):
+                return False
+        payload = frame[tcpframe.TCP_OFFSET + header : end]
+        flow.conn.on_segment(seq, ack, flags, window, payload, now, None)
+        if payload:
+            flow.host_full = False  # as in segment: offer the new bytes at once
+        self._mark(flow)
+        return True
+
     def segment(
         self,
         eth: ethernet.EthernetRepr,
@@ -190,6 +222,8 @@ class Streams:
         flow = TcpFlow(next(self._ids), conn, key, mac, original)
         self.flows[key] = flow
         self.by_id[flow.id] = flow
+        if len(key[0]) == 4:
+            self.fast[tcpframe.key(*key)] = flow
         self._mark(flow)
         return flow
 
@@ -202,6 +236,8 @@ class Streams:
     def _forget(self, flow: TcpFlow) -> None:
         self.flows.pop(flow.key, None)
         self.by_id.pop(flow.id, None)
+        if len(flow.guest) == 4:
+            self.fast.pop(tcpframe.key(*flow.key), None)
 
     # -- port forwards: host clients toward the guest ------------------------------------
     def open_to_guest(
@@ -274,10 +310,15 @@ class Streams:
         if flow is None:
             return
         flow.host_full = full
+        conn = flow.conn
+        owed = False
         if n:
-            _consume(flow.conn.to_host, n)
-            flow.conn.host_consumed(n, now)
-        self._mark(flow)
+            _consume(conn.to_host, n)
+            owed = conn.host_consumed(n, now)
+        # A flush only if this changed what it would do: more to write, the guest's FIN to
+        # pass on, a window update owed (the common whole write of a request needs none).
+        if full or owed or conn.to_host or conn.shutdown_host:
+            self._mark(flow)
 
     def host_writable(self, flow_id: int, now: float) -> None:
         flow = self.by_id.get(flow_id)
@@ -314,7 +355,15 @@ class Streams:
             conn = flow.conn
             if flow.guest_mac == UNKNOWN_MAC:  # a port forward's guest: heard from yet?
                 flow.guest_mac = egress.neighbours.get(flow.guest) or UNKNOWN_MAC
+            template = flow.template
+            if template is None and flow.guest_mac != UNKNOWN_MAC:
+                template = flow.template = egress.template(
+                    flow.guest_mac, flow.remote, flow.guest, flow.remote_port, flow.guest_port
+                )
             for segment in conn.flush(now):
+                if template is not None and not segment.options:
+                    egress.tcp4(template, segment, conn.send_mss)
+                    continue
                 egress.tcp(
                     flow.guest_mac,
                     flow.remote,
@@ -349,6 +398,22 @@ class Streams:
                 flow.timer_at = deadline
                 heapq.heappush(self._timers, (deadline, flow.id))
 
+        if len(self._timers) > 2 * len(self.by_id) + COMPACT_SLACK:
+            self._compact_timers()
+
+    def _compact_timers(self) -> None:
+        """Drop the heap's stale entries (flows gone, deadlines moved): after many connections
+        close, their 75 s connect deadlines would otherwise stay for minutes, and the little
+        objects they are made of keep the allocator's arenas from going back to the kernel."""
+        by_id = self.by_id
+        live = []
+        for deadline, flow_id in self._timers:
+            flow = by_id.get(flow_id)
+            if flow is not None and flow.timer_at == deadline:
+                live.append((deadline, flow_id))
+        heapq.heapify(live)
+        self._timers = live
+
     def next_deadline(self) -> float | None:
         return self._timers[0][0] if self._timers else None
 
@@ -362,9 +427,16 @@ class Streams:
             if flow.timer_at == deadline:
                 flow.timer_at = None
             real = flow.conn.next_deadline()
-            if real is not None and real <= now:
+            if real is None:
+                continue
+            if real <= now:
                 flow.conn.on_timer(now)
-            self._mark(flow)  # flush sends what the timer owes and re-arms the next deadline
+                self._mark(flow)  # flush sends what the timer owes and re-arms the next one
+            elif flow.timer_at is None or real < flow.timer_at:
+                # A deadline that moved (a delayed ACK that went out with data, say): wait
+                # for the real one without a flush for nothing.
+                flow.timer_at = real
+                heapq.heappush(timers, (real, flow_id))
 
 
 def _head(queue: deque[bytes | memoryview]) -> list[bytes | memoryview]:

@@ -297,7 +297,8 @@ class Tcb:
 
     def send_space(self) -> int:
         """How many more host bytes ``host_data`` would take now."""
-        if self._fin_queued or self.connecting or self.state not in QUEUEING:
+        st = self.state  # ESTABLISHED first: Enum hashing (the set test) is Python code
+        if self._fin_queued or self.connecting or (st is not ESTABLISHED and st not in QUEUEING):
             return 0
         return max(0, self.snd_buffer - len(self._sndbuf))
 

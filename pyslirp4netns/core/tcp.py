@@ -328,7 +328,7 @@ class TcpConnection(Tcb):
         if probe:
             self._ack_owed = True
             return
-        if st in _RECEIVING:
+        if st is ESTABLISHED or st in _RECEIVING:
             self._text(seq, off, payload, flags & FIN, wnd, now)
         elif n or flags & FIN:
             # CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: the guest's FIN came already; ignore
@@ -588,13 +588,15 @@ class TcpConnection(Tcb):
             self._control(Segment(self.snd_max, self.rcv_nxt, RST | ACK, 0, b"", b""))
         self._close(abort=True)
 
-    def host_consumed(self, n: int, now: float) -> None:
-        """``n`` bytes of to_host reached the host socket: the window may reopen."""
+    def host_consumed(self, n: int, now: float) -> bool:
+        """``n`` bytes of to_host reached the host socket: the window may reopen. True when
+        that makes a window update due (``flush`` then sends it)."""
         if n <= 0:
-            return
+            return False
         left = self.to_host_bytes - n
         self.to_host_bytes = left if left > 0 else 0
-        if self.state in _RECEIVING:
+        st = self.state
+        if st is ESTABLISHED or st in _RECEIVING:  # the identity test spares an Enum hash
             cur = self._rcv_wnd()
             avail = self.rcv_buffer - self.to_host_bytes
             # Window update: the right edge may move (RFC 9293 §3.8.6.2.2) and the guest's
@@ -602,6 +604,8 @@ class TcpConnection(Tcb):
             # update is worth a segment; otherwise the next ACK carries it.
             if avail - cur >= self._sws and avail >= 2 * cur:
                 self._ack_owed = True
+                return True
+        return False
 
     # -- output ------------------------------------------------------------------------------
 

@@ -2,16 +2,18 @@
 
 Module map:
 
-  daemon      start-up (contract order), the loop, and carrying out the core's requests
+  startup     start-up (contract order): fds, the join child, banner, ready byte
+  daemon      the loop, and carrying out the core's requests
   reactor     epoll and the fd -> handler table
   tap         open or attach the tap with offloads; batched frame reads and writev
   bess        --target-type=bess: the SOCK_SEQPACKET listener whose client stands for the tap
   streams     host sockets behind the core's TCP streams
   datagrams   host sockets behind the core's UDP and ping flows
   forwards    port forwards' listeners: accepted clients become flows toward the guest
+  splice      --port-forward-mode=splice: TCP forwards joined inside the namespace by splice(2)
   apiserver   the API socket and its clients (owns every listening socket but BESS's)
   sockfile    a bound socket file, removed at exit through its directory fd
-  netns       join the target's namespaces (thread, or a child where a userns is joined)
+  netns       the forked child that joins the target's namespaces and opens the tap
   configure   -c: addresses, routes and links inside the target, through pyroute2
   resolv      the resolv.conf watcher behind the DNS alias
   heap        the C heap kept while traffic flows and trimmed once the loop idles

@@ -1,8 +1,7 @@
 """The shell: the only place with an event loop, fds, signals and the clock.
 
-Start-up follows slirp4netns (contract §4.1): get the tap from inside the target, print the
-banner, bind the API socket, enter the sandbox and load the seccomp filter when asked, then
-write the ready byte only once all of that holds. The loop
+``startup`` gets the tap and builds the ``Daemon``; ``start`` binds the API socket, enters the
+sandbox and loads the seccomp filter when asked, before the ready byte. The loop
 then waits, without a timeout and so without burning CPU, on:
 
 * the tap, or with ``--target-type=bess`` the connected client (frames are read in batches
@@ -16,9 +15,7 @@ then waits, without a timeout and so without burning CPU, on:
 from __future__ import annotations
 
 import os
-import resource
 import signal
-import sys
 import time
 
 from pyslirp4netns.config import Config
@@ -28,61 +25,16 @@ from pyslirp4netns.shell import heap, sandbox, seccomp
 from pyslirp4netns.shell.apiserver import ApiSocket
 from pyslirp4netns.shell.bess import BessListener
 from pyslirp4netns.shell.datagrams import HostDatagrams
-from pyslirp4netns.shell.errors import StartupError, do_slirp_failed, log
+from pyslirp4netns.shell.errors import StartupError, log
 from pyslirp4netns.shell.faults import ENV as FAULTS_ENV
 from pyslirp4netns.shell.faults import TEST_SYSCALL_ENV, FaultInjector, forbidden_call
 from pyslirp4netns.shell.forwards import PortForwarding
-from pyslirp4netns.shell.netns import CLONE_NEWUSER, join_target, join_userns, userns_path
 from pyslirp4netns.shell.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, Reactor
 from pyslirp4netns.shell.resolv import ResolvConf
+from pyslirp4netns.shell.splice import SYSCALLS as SPLICE_SYSCALLS
+from pyslirp4netns.shell.splice import Splicer
 from pyslirp4netns.shell.streams import HostStreams
-from pyslirp4netns.shell.tap import Tap, TapPort, tap_from_fd
-
-MIN_MTU = 68  # libslirp's IF_MTU_MIN
-
-
-def fd_is_open(fd: int) -> bool:
-    if fd < 0:
-        return False
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
-
-
-def want_offload() -> bool:
-    """PYSLIRP4NETNS_OFFLOAD=0 opens the tap exactly as slirp4netns does (no vnet header)."""
-    return os.environ.get("PYSLIRP4NETNS_OFFLOAD", "1") != "0"
-
-
-def banner(config: Config) -> str:
-    """The stdout block slirp4netns prints once the tap is there (contract §4.5)."""
-    lines = [
-        "Starting slirp",
-        f"* MTU:             {config.mtu}",
-        f"* Network:         {config.network}",
-        f"* Netmask:         {config.netmask}",
-        f"* Gateway:         {config.gateway}",
-        f"* DNS:             {config.dns}",
-        f"* DHCP begin:      {config.dhcp_start}",
-        f"* DHCP end:        {config.dhcp_end}",
-        f"* Recommended IP:  {config.guest}",
-    ]
-    if config.api_socket is not None:
-        lines.append(f"* API Socket:      {config.api_socket}")
-    if config.outbound_addr is not None:
-        lines.append(f"* Outbound IPv4:    {config.outbound_addr}")
-    if config.outbound_addr6 is not None:
-        lines.append(f"* Outbound IPv6:    {config.outbound_addr6}")
-    if config.macaddress is not None:
-        lines.append(f"* MAC address:     {':'.join(f'{b:02x}' for b in config.macaddress)}")
-    if not config.disable_host_loopback:
-        lines.append(
-            f"WARNING: 127.0.0.1:* on the host is accessible as {config.gateway} "
-            "(set --disable-host-loopback to prohibit connecting to 127.0.0.1:*)"
-        )
-    return "\n".join(lines) + "\n"
+from pyslirp4netns.shell.tap import Tap, TapPort
 
 
 class Daemon:
@@ -100,6 +52,7 @@ class Daemon:
         self.bess = bess  # --target-type=bess: "tap" is its current client
         self.api: ApiSocket | None = None
         self.forwarding: PortForwarding | None = None
+        self.splicer: Splicer | None = None  # --port-forward-mode=splice
         self.reactor = Reactor()
         self.target_pidfd = target_pidfd
         now = time.monotonic()
@@ -118,10 +71,13 @@ class Daemon:
         config, reactor = self.config, self.reactor
         heap.keep_freed_memory()
         if config.api_socket is not None:
+            if config.port_forward_mode == "splice":  # forks shell/splice.py's namespace helper
+                self.splicer = Splicer(config, reactor)
             self.api = ApiSocket(config.api_socket)
             self.forwarding = PortForwarding(
                 self.stack, config, self.streams, self.datagrams, reactor.watch, reactor.unwatch
             )
+            self.forwarding.splicer = self.splicer
             self.api.serve(config, reactor.watch, reactor.unwatch, self.forwarding)
         os.set_blocking(self.tap.fd, False)
         reactor.watch(self.tap.fd, EPOLLIN, self._on_tap)
@@ -137,7 +93,8 @@ class Daemon:
         if TEST_SYSCALL_ENV in os.environ:
             signal.signal(signal.SIGUSR2, _note_signal)
         # Contract §4.1 step 6.4: every fd is open, so give up what is no longer needed.
-        syscall_filter = seccomp.prepare() if config.enable_seccomp else None
+        extra = SPLICE_SYSCALLS if self.splicer is not None else ()
+        syscall_filter = seccomp.prepare(extra) if config.enable_seccomp else None
         if config.enable_sandbox:
             sandbox.enter()
         if syscall_filter is not None:
@@ -273,6 +230,8 @@ class Daemon:
         if self.api is not None:
             self.api.close()
             self.api = None
+        if self.splicer is not None:
+            self.splicer.close()
         signal.set_wakeup_fd(-1)
         self.datagrams.close()
         self.streams.close()
@@ -304,17 +263,6 @@ def faults_from_env(seed_offset: int = 0, quiet: bool = False) -> FaultInjector 
     return injector
 
 
-def raise_fd_limit() -> None:
-    """Every guest connection holds a host socket: take the whole hard limit of open files
-    (the soft limit is often 1024, which a busy container exceeds)."""
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        if soft != hard:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    except (OSError, ValueError):
-        pass
-
-
 def _random_fraction() -> float:
     """Uniform in [0, 1) from the OS: the stack's only randomness (RA timing) comes from here."""
     return int.from_bytes(os.urandom(4), "big") / 2**32
@@ -322,86 +270,3 @@ def _random_fraction() -> float:
 
 def _note_signal(signum: int, frame: object) -> None:
     """The wake-up fd carries the signal number to the loop; nothing to do here."""
-
-
-def write_ready(fd: int) -> None:
-    """Exactly b"1", then close (contract §4.2). A bad fd fails silently, as in slirp4netns."""
-    try:
-        os.write(fd, b"1")
-    except OSError:
-        pass
-    try:
-        os.close(fd)
-    except OSError:
-        pass
-
-
-def open_target_pidfd(config: Config) -> int | None:
-    """A pidfd for the target, taken before joining, so that a recycled PID can't fool us."""
-    if config.pid is None or config.path_mode:
-        return None
-    try:
-        return os.pidfd_open(config.pid)
-    except OSError:
-        return None  # gone already (the join will say so) or no pidfd support
-
-
-def become_userns_root(config: Config) -> None:
-    """slirp4netns's sandbox preamble for a rootless caller (contract §4.1 step 5).
-
-    The process joins the target's user namespace (we are single-threaded here: the join
-    thread, if any, has ended), then takes uid/gid 0 there. That is the PID's, or the one
-    ``--userns-path`` names (slirp4netns joins none in path mode, so its setegid fails there).
-    """
-    path = userns_path(config) if config.pid is not None or config.userns_path else None
-    if path is not None:
-        join_userns(path, CLONE_NEWUSER)
-    for name, call in (("setegid(0)", os.setegid), ("seteuid(0)", os.seteuid)):
-        try:
-            call(0)
-        except OSError:
-            log(name)  # slirp4netns prints the bare call, no strerror
-            raise StartupError("parent failed") from None
-
-
-def run(config: Config) -> int:
-    """Start, serve until told to stop, return the exit status (0 clean, 1 start-up failure)."""
-    try:
-        return _run(config)
-    except StartupError as e:
-        log(str(e))
-        return 1
-
-
-def _run(config: Config) -> int:
-    # Note which inherited fds are open before we open any of our own: a closed --exit-fd means
-    # "exit now" (POLLNVAL) and a closed --ready-fd is skipped, whatever number our fds get.
-    exit_fd_open = fd_is_open(config.exit_fd)
-    ready_fd_open = fd_is_open(config.ready_fd)
-    raise_fd_limit()
-    target_pidfd = open_target_pidfd(config)
-    bess = None
-    if config.target_type == "bess":
-        bess = BessListener(config.target)
-        tap, note = bess.first_client(), None
-    elif config.tapfd is not None:
-        tap, note = tap_from_fd(config.tapfd), None
-    else:
-        tap, note = join_target(config, want_offload())
-    if note:
-        log(note)
-    if config.mtu < MIN_MTU:  # -c already failed in the kernel; this is libslirp's own check
-        log(f"slirp_new: MTU {config.mtu} is below the minimum of {MIN_MTU}")
-        raise do_slirp_failed("slirp_new failed", "create_slirp failed")
-    sys.stdout.write(banner(config))
-    sys.stdout.flush()
-    if config.enable_sandbox and os.geteuid() != 0:
-        become_userns_root(config)
-    daemon = Daemon(config, tap, target_pidfd, bess)
-    try:
-        daemon.start(exit_fd_open)
-        if ready_fd_open:
-            write_ready(config.ready_fd)
-        return daemon.serve()
-    finally:
-        daemon.close()

@@ -5,7 +5,8 @@ A TCP client is accepted at once and becomes an active open toward the guest thr
 (the guest's refusal resets the client); a UDP client's datagrams go to the guest on a flow of
 their own, and the guest's replies come back to that client, even with
 ``--disable-host-loopback`` (slirp4netns drops them). ``unlisten`` stops accepting; connections
-already made carry on.
+already made carry on. With ``--port-forward-mode=splice`` a TCP client goes to
+``shell/splice.py`` instead, bypassing the stack.
 
 Who the guest sees as the peer: a client on host loopback (or 0.0.0.0) appears as the gateway
 (10.0.2.2, or fd00::2 for an IPv6 guest address); any other client with its real address, as
@@ -19,7 +20,7 @@ import ipaddress
 import socket
 import time
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from pyslirp4netns.config import Config
 from pyslirp4netns.core.nat import seen_by_guest
@@ -27,6 +28,9 @@ from pyslirp4netns.core.stack import Stack
 from pyslirp4netns.shell.datagrams import HostDatagrams
 from pyslirp4netns.shell.reactor import EPOLLIN, Watch
 from pyslirp4netns.shell.streams import HostStreams
+
+if TYPE_CHECKING:
+    from pyslirp4netns.shell.splice import Splicer
 
 ACCEPTS_PER_WAKEUP = 64
 
@@ -58,6 +62,7 @@ class PortForwarding:
         datagrams: HostDatagrams,
         watch: Watch,
         unwatch: Callable[[int], None],
+        splicer: Splicer | None = None,
     ) -> None:
         self.stack = stack
         self.gateway = config.gateway.packed
@@ -66,11 +71,14 @@ class PortForwarding:
         self.datagrams = datagrams
         self.watch = watch
         self.unwatch = unwatch
+        self.splicer = splicer  # --port-forward-mode=splice: TCP clients go to shell/splice.py
         self.listening: dict[int, int] = {}  # id(rule) -> fd
 
     def listen(self, rule: Rule) -> None:
         fd = rule.sock.fileno()
         handler = self._accept if rule.proto == "tcp" else self._receive
+        if rule.proto == "tcp" and self.splicer is not None:
+            handler = self._splice
         self.watch(fd, EPOLLIN, functools.partial(handler, rule))
         self.listening[id(rule)] = fd
 
@@ -109,6 +117,11 @@ class PortForwarding:
                 sock.close()
                 continue
             self.streams.adopt(flow, sock)
+        return None
+
+    def _splice(self, rule: Rule, ev: int) -> str | None:
+        assert self.splicer is not None
+        self.splicer.accept(rule.sock, self._guest(rule), rule.guest_port)
         return None
 
     def _receive(self, rule: Rule, ev: int) -> str | None:

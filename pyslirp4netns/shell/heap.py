@@ -15,6 +15,7 @@ Without glibc (musl, or ctypes cannot find the symbols) both calls do nothing.
 from __future__ import annotations
 
 import ctypes
+import gc
 
 M_TRIM_THRESHOLD = -1  # glibc <malloc.h>
 M_MMAP_THRESHOLD = -3
@@ -47,6 +48,12 @@ def keep_freed_memory() -> bool:
 
 
 def trim() -> None:
-    """Return every free page of the heap to the kernel."""
+    """Free what only reference cycles still hold, then return every free page to the kernel.
+
+    The collection first: a quiet loop allocates too little to trigger the cyclic collector,
+    so after 10,000 connections closed their last cycles (about 30 MiB) stayed until the next
+    busy spell. One full collection per idle spell costs a few milliseconds.
+    """
+    gc.collect()
     if _LIBC is not None:
         _LIBC.malloc_trim(0)

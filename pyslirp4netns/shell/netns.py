@@ -1,16 +1,13 @@
 """Join the target's namespaces, open (or attach to) the tap there, and hand its fd back.
 
 slirp4netns forks a child that enters the target and passes the tap fd back over a socketpair
-(contract §4.1). We keep that shape where it matters and stay lighter where it does not:
+(contract §4.1). We keep that shape: a short-lived forked child joins the user namespace where
+one must be joined (PID mode with a foreign userns, or ``--userns-path``), then the network
+namespace, opens the tap, runs ``--configure`` there and sends the fd back with SCM_RIGHTS.
+The child is forked early and the parent imports its data plane meanwhile (start-up time is
+the wait for the slower of the two).
 
-* A user namespace must be joined (PID mode with a foreign userns, or ``--userns-path``):
-  ``setns(CLONE_NEWUSER)`` refuses multi-threaded callers, and joining would change the
-  credentials of the whole process, so a short-lived forked child does it, exactly like
-  slirp4netns, and sends the fd back with SCM_RIGHTS.
-* Only a network namespace must be joined (path mode, e.g. podman; or a PID whose userns is ours):
-  a dedicated thread joins it (setns(CLONE_NEWNET) is per thread), opens the tap and exits.
-
-Either way the main thread never leaves its own namespaces, so every host socket it opens later
+The main process never leaves its own namespaces, so every host socket it opens later
 is an ordinary host socket, and the log lines are slirp4netns's (``sent tapfd=N for TAP``,
 ``received tapfd=N``). Errors are slirp4netns's perror-style lines followed by ``child failed(1)``.
 """
@@ -24,7 +21,6 @@ import signal
 import socket
 import struct
 import sys
-import threading
 
 from pyslirp4netns.config import Config
 from pyslirp4netns.shell.errors import StartupError, log, perror
@@ -117,45 +113,69 @@ def _child_failed(status: int) -> StartupError:
     return StartupError(f"child failed({status})")
 
 
-def join_target(config: Config, want_offload: bool) -> tuple[Tap, str | None]:
-    """Open the target's tap from inside the target; the caller's namespaces are unchanged.
+class Join:
+    """The forked child that enters the target, opens the tap (and runs ``-c``) and sends the
+    tap's fd back. ``start_join`` forks it as early as start-up allows, so that the parent's
+    own imports (the data plane) run on the other CPU while the child imports pyroute2 and
+    talks netlink; ``finish`` then waits for the fd."""
 
-    Returns the tap (an fd of this process) and an optional one-line note for the log.
-    Raises StartupError carrying the final line (``child failed(1)``) after any detail line has
-    already been printed, as slirp4netns does.
-    """
-    if needs_userns_join(config):
-        return _join_in_child(config, want_offload)
-    return _join_in_thread(config, want_offload)
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
 
-
-def _join_in_thread(config: Config, want_offload: bool) -> tuple[Tap, str | None]:
-    result: list[tuple[Tap, str | None]] = []
-    failure: list[BaseException] = []
-
-    def work() -> None:
+    def abandon(self) -> None:
+        """Start-up failed in the parent: end the child (by its PID) and reap it."""
+        self.sock.close()
         try:
-            result.append(_enter_and_open(config, want_offload, with_userns=False))
-        except BaseException as e:  # reported by the caller; the thread must not die silently
-            failure.append(e)
+            os.kill(self.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        os.waitpid(self.pid, 0)
 
-    # This thread's netns changes and is thrown away with the thread: the main thread never moves.
-    thread = threading.Thread(target=work, name="netns-join", daemon=True)
-    thread.start()
-    thread.join()
-    if failure:
-        exc = failure[0]
-        if isinstance(exc, StartupError):
-            log(str(exc))
-            raise _child_failed(1)
-        raise exc
-    tap, note = result[0]
-    log(f"sent tapfd={tap.fd} for {config.tapname}")
-    log(f"received tapfd={tap.fd}")
-    return tap, note
+    def finish(self) -> tuple[Tap, str | None]:
+        """The tap (an fd of this process) and an optional note for the log; StartupError
+        carrying the final line (``child failed(1)``) after the child printed its detail."""
+        try:
+            message, fds, _, _ = socket.recv_fds(self.sock, 4096, 1)
+        except OSError as e:
+            message, fds = b"", []
+            recv_error: int | None = e.errno
+        else:
+            recv_error = None
+        finally:
+            self.sock.close()
+        _, wstatus = os.waitpid(self.pid, 0)
+        if not os.WIFEXITED(wstatus):
+            raise StartupError(f"child failed(wstatus={wstatus}, !WIFEXITED)")
+        code = os.WEXITSTATUS(wstatus)
+        if code != 0:
+            raise _child_failed(code)
+        if recv_error is not None:
+            raise perror("recvmsg", recv_error)
+        if len(message) < _MODE.size:
+            raise StartupError("the message is empty")
+        if not fds:
+            raise StartupError("the message does not contain fd")
+        fd = fds[0]
+        log(f"received tapfd={fd}")
+        vnet_hdr, offload, name = _MODE.unpack_from(message)
+        note = message[_MODE.size :].decode() or None
+        return Tap(fd, name.rstrip(b"\0").decode(), bool(vnet_hdr), offload), note
 
 
-def _join_in_child(config: Config, want_offload: bool) -> tuple[Tap, str | None]:
+def join_target(config: Config, want_offload: bool) -> tuple[Tap, str | None]:
+    """Open the target's tap from inside the target; the caller's namespaces are unchanged."""
+    return start_join(config, want_offload).finish()
+
+
+def start_join(config: Config, want_offload: bool) -> Join:
+    """Fork the child that joins the target (as slirp4netns does, contract §4.1).
+
+    A child, not a thread: ``setns(CLONE_NEWUSER)`` refuses multi-threaded callers and would
+    change the credentials of the whole process, and a child keeps pyroute2 (about 20 MiB and
+    100 ms of imports) out of the long-lived daemon. Call it before any thread exists.
+    """
+    with_userns = needs_userns_join(config)
     parent_sock, child_sock = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -165,7 +185,7 @@ def _join_in_child(config: Config, want_offload: bool) -> tuple[Tap, str | None]
         try:
             parent_sock.close()
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-            tap, note = _enter_and_open(config, want_offload, with_userns=True)
+            tap, note = _enter_and_open(config, want_offload, with_userns)
             message = _MODE.pack(tap.vnet_hdr, tap.offload, tap.name.encode())
             message += (note or "").encode()
             socket.send_fds(child_sock, [message], [tap.fd])
@@ -178,29 +198,4 @@ def _join_in_child(config: Config, want_offload: bool) -> tuple[Tap, str | None]
         finally:
             os._exit(status)
     child_sock.close()
-    try:
-        message, fds, _, _ = socket.recv_fds(parent_sock, 4096, 1)
-    except OSError as e:
-        message, fds = b"", []
-        recv_error: int | None = e.errno
-    else:
-        recv_error = None
-    finally:
-        parent_sock.close()
-    _, wstatus = os.waitpid(pid, 0)
-    if not os.WIFEXITED(wstatus):
-        raise StartupError(f"child failed(wstatus={wstatus}, !WIFEXITED)")
-    code = os.WEXITSTATUS(wstatus)
-    if code != 0:
-        raise _child_failed(code)
-    if recv_error is not None:
-        raise perror("recvmsg", recv_error)
-    if len(message) < _MODE.size:
-        raise StartupError("the message is empty")
-    if not fds:
-        raise StartupError("the message does not contain fd")
-    fd = fds[0]
-    log(f"received tapfd={fd}")
-    vnet_hdr, offload, name = _MODE.unpack_from(message)
-    note = message[_MODE.size :].decode() or None
-    return Tap(fd, name.rstrip(b"\0").decode(), bool(vnet_hdr), offload), note
+    return Join(pid, parent_sock)

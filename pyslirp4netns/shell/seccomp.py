@@ -23,7 +23,6 @@ kills the process too, where slirp4netns lets it through its deny-list.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 import socket
 import sys
@@ -81,7 +80,9 @@ def _load_library() -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL("libseccomp.so.2")
     except OSError:
-        name = ctypes.util.find_library("seccomp")
+        from ctypes.util import find_library  # only now: it brings subprocess (1 MiB)
+
+        name = find_library("seccomp")
         if name is None:
             return None
         try:
@@ -136,9 +137,9 @@ class Filter:
         self.lib.seccomp_release(self.ctx)
 
 
-def _rules(f: Filter) -> None:
+def _rules(f: Filter, extra: tuple[str, ...] = ()) -> None:
     allow = SCMP_ACT_ALLOW
-    for name in ALLOWED:
+    for name in ALLOWED + list(extra):
         f.add(allow, name)
     f.add(allow, "open", (1, SCMP_CMP_MASKED_EQ, _WRITE_FLAGS, 0))
     f.add(allow, "openat", (2, SCMP_CMP_MASKED_EQ, _WRITE_FLAGS, 0))
@@ -151,9 +152,10 @@ def _rules(f: Filter) -> None:
     f.add(allow, "tgkill", (0, SCMP_CMP_EQ, pid, 0))
 
 
-def prepare() -> Filter:
+def prepare(extra: tuple[str, ...] = ()) -> Filter:
     """The filter with every rule, not loaded yet: libseccomp must be found before
-    ``--enable-sandbox`` hides the libraries. Fails with slirp4netns's lines."""
+    ``--enable-sandbox`` hides the libraries. Fails with slirp4netns's lines. ``extra``: what
+    an opt-in mode adds (``--port-forward-mode=splice``: ``splice.SYSCALLS``)."""
     lib = _load_library()
     if lib is None:
         log("seccomp: libseccomp is not available")
@@ -164,7 +166,7 @@ def prepare() -> Filter:
         log(str(e))
         raise do_slirp_failed("enable_seccomp failed") from None
     try:
-        _rules(f)
+        _rules(f, extra)
     except SeccompError as e:
         f.release()
         log(str(e))

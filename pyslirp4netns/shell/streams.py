@@ -259,6 +259,7 @@ class HostStreams:
             except OSError:
                 pass
         stream.sock.close()
+        stream.handler = None  # the handler holds the stream: no cycle left for the collector
 
     def close(self) -> None:
         for stream in list(self.streams.values()):

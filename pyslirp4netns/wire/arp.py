@@ -4,27 +4,17 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from construct import Bytes, Int8ub, Int16ub, Struct
-
-from pyslirp4netns.wire.codec import Buffer, WireError, derive
+from pyslirp4netns.wire.codec import Buffer, Codec, WireError
 
 # RFC 826 "Packet format", with Ethernet (hrd 1) and IPv4 (pro 0x0800) lengths filled in:
 #  0        2        4     5     6        8           14      18          24      28
 # +--------+--------+-----+-----+--------+-----------+-------+-----------+-------+
 # | htype  | ptype  |hlen |plen | oper   | sha       | spa   | tha       | tpa   |
 # +--------+--------+-----+-----+--------+-----------+-------+-----------+-------+
-ARP_PACKET = Struct(
-    "htype" / Int16ub,
-    "ptype" / Int16ub,
-    "hlen" / Int8ub,
-    "plen" / Int8ub,
-    "oper" / Int16ub,
-    "sha" / Bytes(6),
-    "spa" / Bytes(4),
-    "tha" / Bytes(6),
-    "tpa" / Bytes(4),
+
+ARP = Codec(
+    "ArpPacket", ">HHBBH6s4s6s4s", "htype ptype hlen plen oper sha spa tha tpa", "ARP_PACKET"
 )
-ARP = derive("ArpPacket", ARP_PACKET)
 SIZE = ARP.size
 
 HTYPE_ETHERNET = 1

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import NamedTuple
 
-from construct import Bytes, Int8ub, Int16ub, Int32ub, Struct
-
-from pyslirp4netns.wire.codec import Buffer, WireError, derive
+from pyslirp4netns.wire.codec import Buffer, Codec, WireError
 
 # RFC 2131 §2, Figure 1, followed by the magic cookie that starts the options (§3):
 #  0                   1                   2                   3
@@ -37,24 +35,13 @@ from pyslirp4netns.wire.codec import Buffer, WireError, derive
 # +---------------------------------------------------------------+
 # |                          options (variable)                   |
 # +---------------------------------------------------------------+
-DHCP_HEADER = Struct(
-    "op" / Int8ub,
-    "htype" / Int8ub,
-    "hlen" / Int8ub,
-    "hops" / Int8ub,
-    "xid" / Int32ub,
-    "secs" / Int16ub,
-    "flags" / Int16ub,
-    "ciaddr" / Bytes(4),
-    "yiaddr" / Bytes(4),
-    "siaddr" / Bytes(4),
-    "giaddr" / Bytes(4),
-    "chaddr" / Bytes(16),
-    "sname" / Bytes(64),
-    "file" / Bytes(128),
-    "magic_cookie" / Int32ub,
+
+DHCP = Codec(
+    "DhcpHeader",
+    ">BBBBLHH4s4s4s4s16s64s128sL",
+    "op htype hlen hops xid secs flags ciaddr yiaddr siaddr giaddr chaddr sname file magic_cookie",
+    "DHCP_HEADER",
 )
-DHCP = derive("DhcpHeader", DHCP_HEADER)
 SIZE = DHCP.size  # 240, options start here
 
 SERVER_PORT = 67

@@ -4,29 +4,20 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from construct import Bytes, Int16ub, Struct
-
-from pyslirp4netns.wire.codec import Buffer, derive
+from pyslirp4netns.wire.codec import Buffer, Codec
 
 #  0                   6                   12       14
 # +-------------------+-------------------+--------+
 # | destination MAC   | source MAC        | type   |
 # +-------------------+-------------------+--------+
-ETHERNET_HEADER = Struct(
-    "dst" / Bytes(6),
-    "src" / Bytes(6),
-    "ethertype" / Int16ub,
-)
-ETHERNET = derive("EthernetHeader", ETHERNET_HEADER)
+
+ETHERNET = Codec("EthernetHeader", ">6s6sH", "dst src ethertype", "ETHERNET_HEADER")
 SIZE = ETHERNET.size
 
 # IEEE 802.1Q §9.6: after a TPID of 0x8100 (or 0x88a8 for 802.1ad) come the tag control
 # information (PCP 3 bits, DEI 1 bit, VID 12 bits) and the real ethertype.
-VLAN_TAG = Struct(
-    "tci" / Int16ub,
-    "ethertype" / Int16ub,
-)
-VLAN = derive("VlanTag", VLAN_TAG)
+
+VLAN = Codec("VlanTag", ">HH", "tci ethertype", "VLAN_TAG")
 VLAN_VID_MASK = 0x0FFF
 
 ETHERTYPE_IPV4 = 0x0800

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from construct import Int8ub, Int16ub, Int32ub, Struct
-
-from pyslirp4netns.wire.codec import Buffer, WireError, checksum, derive, ones_sum
+from pyslirp4netns.wire.codec import Buffer, Codec, WireError, checksum, ones_sum
 
 # RFC 792, common to all messages; ``rest`` is identifier | sequence for echo, unused for
 # unreachable except the next-hop MTU in its low 16 bits for "fragmentation needed" (RFC 1191 §4):
@@ -18,13 +16,8 @@ from pyslirp4netns.wire.codec import Buffer, WireError, checksum, derive, ones_s
 # |           Identifier          |        Sequence Number        |
 # +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 # |     Data ...
-ICMPV4_HEADER = Struct(
-    "type" / Int8ub,
-    "code" / Int8ub,
-    "checksum" / Int16ub,
-    "rest" / Int32ub,
-)
-ICMPV4 = derive("Icmpv4Header", ICMPV4_HEADER)
+
+ICMPV4 = Codec("Icmpv4Header", ">BBHL", "type code checksum rest", "ICMPV4_HEADER")
 SIZE = ICMPV4.size
 
 ECHO_REPLY = 0

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from construct import Int8ub, Int16ub, Int32ub, Struct
-
 from pyslirp4netns.wire import numbers
-from pyslirp4netns.wire.codec import Buffer, WireError, checksum, derive, ipv6_pseudo_sum, ones_sum
+from pyslirp4netns.wire.codec import Buffer, Codec, WireError, checksum, ipv6_pseudo_sum, ones_sum
 from pyslirp4netns.wire.icmpv4 import IcmpRepr
 
 # RFC 4443 §2.1; ``rest`` is identifier | sequence for echo (§4.1), unused for unreachable (§3.1),
@@ -18,13 +16,8 @@ from pyslirp4netns.wire.icmpv4 import IcmpRepr
 # |           Identifier          |        Sequence Number        |
 # +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 # |     Data ...
-ICMPV6_HEADER = Struct(
-    "type" / Int8ub,
-    "code" / Int8ub,
-    "checksum" / Int16ub,
-    "rest" / Int32ub,
-)
-ICMPV6 = derive("Icmpv6Header", ICMPV6_HEADER)
+
+ICMPV6 = Codec("Icmpv6Header", ">BBHL", "type code checksum rest", "ICMPV6_HEADER")
 SIZE = ICMPV6.size
 
 NEXT_HEADER = numbers.IPPROTO_ICMPV6

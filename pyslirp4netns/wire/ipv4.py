@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from construct import Bytes, Int8ub, Int16ub, Struct
-
 from pyslirp4netns.wire import numbers
-from pyslirp4netns.wire.codec import Buffer, WireError, checksum, derive
+from pyslirp4netns.wire.codec import Buffer, Codec, WireError, checksum
 
 # RFC 791 §3.1:
 #  0                   1                   2                   3
@@ -25,19 +23,13 @@ from pyslirp4netns.wire.codec import Buffer, WireError, checksum, derive
 # +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 # |                    Options                    |    Padding    |
 # +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-IPV4_HEADER = Struct(
-    "version_ihl" / Int8ub,
-    "tos" / Int8ub,
-    "total_length" / Int16ub,
-    "identification" / Int16ub,
-    "flags_fragment" / Int16ub,
-    "ttl" / Int8ub,
-    "protocol" / Int8ub,
-    "checksum" / Int16ub,
-    "src" / Bytes(4),
-    "dst" / Bytes(4),
+
+IPV4 = Codec(
+    "Ipv4Header",
+    ">BBHHHBBH4s4s",
+    "version_ihl tos total_length identification flags_fragment ttl protocol checksum src dst",
+    "IPV4_HEADER",
 )
-IPV4 = derive("Ipv4Header", IPV4_HEADER)
 SIZE = IPV4.size  # without options
 
 VERSION_MASK = 0xF0  # of version_ihl

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from construct import Bytes, Int8ub, Int16ub, Int32ub, Struct
-
 from pyslirp4netns.wire import numbers
-from pyslirp4netns.wire.codec import Buffer, WireError, derive
+from pyslirp4netns.wire.codec import Buffer, Codec, WireError
 
 # RFC 8200 §3:
 #  0                   1                   2                   3
@@ -21,15 +19,13 @@ from pyslirp4netns.wire.codec import Buffer, WireError, derive
 # +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 # |                Destination Address (128 bits)                 |
 # +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-IPV6_HEADER = Struct(
-    "version_class_flow" / Int32ub,
-    "payload_length" / Int16ub,
-    "next_header" / Int8ub,
-    "hop_limit" / Int8ub,
-    "src" / Bytes(16),
-    "dst" / Bytes(16),
+
+IPV6 = Codec(
+    "Ipv6Header",
+    ">LHBB16s16s",
+    "version_class_flow payload_length next_header hop_limit src dst",
+    "IPV6_HEADER",
 )
-IPV6 = derive("Ipv6Header", IPV6_HEADER)
 SIZE = IPV6.size
 
 VERSION_MASK = 0xF0000000  # of version_class_flow
@@ -42,11 +38,8 @@ FLOW_LABEL_MASK = 0x000FFFFF
 # +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 # |  Next Header  |  Hdr Ext Len  |  ...
 # +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-EXTENSION_HEADER = Struct(
-    "next_header" / Int8ub,
-    "hdr_ext_len" / Int8ub,
-)
-EXTENSION = derive("Ipv6ExtensionHeader", EXTENSION_HEADER)
+
+EXTENSION = Codec("Ipv6ExtensionHeader", ">BB", "next_header hdr_ext_len", "EXTENSION_HEADER")
 
 # RFC 8200 §4.5:
 # +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
@@ -54,13 +47,13 @@ EXTENSION = derive("Ipv6ExtensionHeader", EXTENSION_HEADER)
 # +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 # |                         Identification                        |
 # +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-FRAGMENT_HEADER = Struct(
-    "next_header" / Int8ub,
-    "reserved" / Int8ub,
-    "offset_flags" / Int16ub,
-    "identification" / Int32ub,
+
+FRAGMENT = Codec(
+    "Ipv6FragmentHeader",
+    ">BBHL",
+    "next_header reserved offset_flags identification",
+    "FRAGMENT_HEADER",
 )
-FRAGMENT = derive("Ipv6FragmentHeader", FRAGMENT_HEADER)
 FRAGMENT_OFFSET_MASK = 0xFFF8  # of offset_flags: 8-byte units sit 3 bits up, so this is bytes
 FRAGMENT_MF = 0x0001  # of offset_flags: more fragments
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from construct import Int8ub, Int16ub, Int32ub, Struct
-
 from pyslirp4netns.wire import numbers
-from pyslirp4netns.wire.codec import Buffer, WireError, checksum, derive, ones_sum, pseudo_sum
+from pyslirp4netns.wire.codec import Buffer, Codec, WireError, checksum, ones_sum, pseudo_sum
 
 # RFC 9293 §3.1:
 #  0                   1                   2                   3
@@ -27,18 +25,13 @@ from pyslirp4netns.wire.codec import Buffer, WireError, checksum, derive, ones_s
 # +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
 # |                           [Options]                           |
 # +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
-TCP_HEADER = Struct(
-    "src_port" / Int16ub,
-    "dst_port" / Int16ub,
-    "seq" / Int32ub,
-    "ack" / Int32ub,
-    "data_offset" / Int8ub,
-    "flags" / Int8ub,
-    "window" / Int16ub,
-    "checksum" / Int16ub,
-    "urgent_pointer" / Int16ub,
+
+TCP = Codec(
+    "TcpHeader",
+    ">HHLLBBHHH",
+    "src_port dst_port seq ack data_offset flags window checksum urgent_pointer",
+    "TCP_HEADER",
 )
-TCP = derive("TcpHeader", TCP_HEADER)
 SIZE = TCP.size  # without options
 CHECKSUM_OFFSET = 16  # for virtio csum_offset
 
@@ -64,18 +57,15 @@ OPT_SACK_PERMITTED = 4
 OPT_SACK = 5
 OPT_TIMESTAMP = 8
 
-MSS_OPTION = Struct("kind" / Int8ub, "length" / Int8ub, "mss" / Int16ub)
-WINDOW_SCALE_OPTION = Struct("kind" / Int8ub, "length" / Int8ub, "shift" / Int8ub)
-SACK_PERMITTED_OPTION = Struct("kind" / Int8ub, "length" / Int8ub)
-TIMESTAMP_OPTION = Struct(
-    "kind" / Int8ub, "length" / Int8ub, "ts_val" / Int32ub, "ts_ecr" / Int32ub
+
+# after kind 5 and its length
+MSS_OPT = Codec("TcpMssOption", ">BBH", "kind length mss", "MSS_OPTION")
+WINDOW_SCALE_OPT = Codec("TcpWindowScaleOption", ">BBB", "kind length shift", "WINDOW_SCALE_OPTION")
+SACK_PERMITTED_OPT = Codec("TcpSackPermittedOption", ">BB", "kind length", "SACK_PERMITTED_OPTION")
+TIMESTAMP_OPT = Codec(
+    "TcpTimestampOption", ">BBLL", "kind length ts_val ts_ecr", "TIMESTAMP_OPTION"
 )
-SACK_BLOCK = Struct("left" / Int32ub, "right" / Int32ub)  # after kind 5 and its length
-MSS_OPT = derive("TcpMssOption", MSS_OPTION)
-WINDOW_SCALE_OPT = derive("TcpWindowScaleOption", WINDOW_SCALE_OPTION)
-SACK_PERMITTED_OPT = derive("TcpSackPermittedOption", SACK_PERMITTED_OPTION)
-TIMESTAMP_OPT = derive("TcpTimestampOption", TIMESTAMP_OPTION)
-SACK_BLOCK_CODEC = derive("TcpSackBlock", SACK_BLOCK)
+SACK_BLOCK_CODEC = Codec("TcpSackBlock", ">LL", "left right", "SACK_BLOCK")
 
 MAX_WINDOW_SCALE = 14  # RFC 7323 §2.3: larger shifts are used as 14
 

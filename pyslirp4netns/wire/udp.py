@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from construct import Int16ub, Struct
-
 from pyslirp4netns.wire import numbers
 from pyslirp4netns.wire.codec import (
     Buffer,
+    Codec,
     WireError,
     checksum,
-    derive,
     ones_sum,
     pseudo_sum,
     udp_checksum_field,
@@ -25,13 +23,8 @@ from pyslirp4netns.wire.codec import (
 # +--------+--------+--------+--------+
 # |     Length      |    Checksum     |
 # +--------+--------+--------+--------+
-UDP_HEADER = Struct(
-    "src_port" / Int16ub,
-    "dst_port" / Int16ub,
-    "length" / Int16ub,
-    "checksum" / Int16ub,
-)
-UDP = derive("UdpHeader", UDP_HEADER)
+
+UDP = Codec("UdpHeader", ">HHHH", "src_port dst_port length checksum", "UDP_HEADER")
 SIZE = UDP.size
 
 PROTOCOL = numbers.IPPROTO_UDP

@@ -4,24 +4,17 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from construct import Int8ul, Int16ul, Struct
-
-from pyslirp4netns.wire.codec import Buffer, derive
+from pyslirp4netns.wire.codec import Buffer, Codec
 
 # struct virtio_net_hdr (include/uapi/linux/virtio_net.h); little-endian, unlike everything else:
 #  0        1          2         4          6            8             10
 # +--------+----------+---------+----------+------------+-------------+
 # | flags  | gso_type | hdr_len | gso_size | csum_start | csum_offset |
 # +--------+----------+---------+----------+------------+-------------+
-VNET_HEADER = Struct(
-    "flags" / Int8ul,
-    "gso_type" / Int8ul,
-    "hdr_len" / Int16ul,
-    "gso_size" / Int16ul,
-    "csum_start" / Int16ul,
-    "csum_offset" / Int16ul,
+
+VNET = Codec(
+    "VnetHeader", "<BBHHHH", "flags gso_type hdr_len gso_size csum_start csum_offset", "VNET_HEADER"
 )
-VNET = derive("VnetHeader", VNET_HEADER)
 SIZE = VNET.size
 
 # flags

@@ -101,7 +101,9 @@ def test_sandbox_keeps_etc_run_and_one_capability(
     reply = json.loads(api_request(str(sock), {"execute": "add_hostfwd", "arguments": rule}))
     assert "id" in reply.get("return", {}), reply
     connected = outer.run([*TCP_TOOL, "connect", "127.0.0.1", str(port)]).stdout.decode()
-    assert connected.startswith("connected"), connected  # the new listener accepts
+    # The new listener accepts (a missing one would refuse). Nothing listens on the guest's
+    # port 80, so the guest's reset can overtake connect() on a busy machine: fine too.
+    assert connected.split()[0] in ("connected", "ConnectionResetError"), connected
 
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(10) == 0, daemon.stderr

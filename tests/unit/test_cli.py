@@ -937,14 +937,14 @@ def test_stdout_is_flushed_before_parse_returns(run: Callable[..., Outcome]) -> 
 @pytest.fixture
 def fake_daemon(monkeypatch: pytest.MonkeyPatch) -> list[Config]:
     seen: list[Config] = []
-    module = types.ModuleType("pyslirp4netns.shell.daemon")
+    module = types.ModuleType("pyslirp4netns.shell.startup")
 
     def run(config: Config) -> int:
         seen.append(config)
         return 42
 
     module.run = run  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "pyslirp4netns.shell.daemon", module)
+    monkeypatch.setitem(sys.modules, "pyslirp4netns.shell.startup", module)
     return seen
 
 
@@ -986,3 +986,65 @@ def test_long_option_table_matches_slirp4netns() -> None:
 def test_tapfd_mode_parses_the_fd_number(text: str) -> None:
     config = cli.parse(["--netns-type=tapfd", text], "pyslirp4netns")
     assert (config.tapfd, config.pid) == (5, None)
+
+
+# --- --port-forward-mode (our extension) ----------------------------------------------
+
+
+def test_port_forward_mode_defaults_to_tap(run: Callable[..., Outcome]) -> None:
+    assert ok(run("5", "tap0")).port_forward_mode == "tap"
+
+
+@pytest.mark.parametrize(
+    "args, mode",
+    [
+        (["--port-forward-mode=splice"], "splice"),
+        (["--port-forward-mode", "splice"], "splice"),
+        (["--port-forward-mode=tap"], "tap"),
+        (["--port-forward-mode=splice", "--port-forward-mode=tap"], "tap"),  # the last one wins
+    ],
+)
+def test_port_forward_mode_sets_its_field(
+    run: Callable[..., Outcome], args: list[str], mode: str
+) -> None:
+    assert ok(run(*args, "5", "tap0")).port_forward_mode == mode
+
+
+@pytest.mark.parametrize("value", ["", "Splice", "pasta", "tap,splice"])
+def test_port_forward_mode_rejects_other_values(run: Callable[..., Outcome], value: str) -> None:
+    message = '--port-forward-mode must be either "tap" or "splice"'
+    usage_error(run(f"--port-forward-mode={value}", "5", "tap0"), message)
+    usage_error(run(f"--port-forward-mode={value}"), message)  # inside the getopt loop
+
+
+def test_port_forward_mode_needs_its_argument(run: Callable[..., Outcome]) -> None:
+    outcome = run("5", "tap0", "--port-forward-mode")
+    assert (outcome.code, outcome.out) == (1, USAGE)
+    assert outcome.err == f"{PROG}: option '--port-forward-mode' requires an argument\n"
+
+
+def test_port_forward_mode_is_never_abbreviated(run: Callable[..., Outcome]) -> None:
+    """Outside slirp4netns's table: its prefixes stay unknown, its ambiguity lists unchanged."""
+    outcome = run("--port=splice", "5", "tap0")
+    assert (outcome.code, outcome.out) == (1, USAGE)
+    assert outcome.err == f"{PROG}: unrecognized option '--port=splice'\n"
+    table = " ".join(f"'--{option.name}'" for option in cli.LONG_OPTIONS)
+    assert table in run("--=x", "5", "tap0").err
+    assert "port-forward-mode" not in run("--=x", "5", "tap0").err
+    assert "port-forward-mode" not in cli.usage_text(PROG)
+
+
+@pytest.mark.parametrize(
+    "args, conflict",
+    [
+        (["--target-type=bess", "/tmp/s"], "--target-type=bess"),
+        (["--netns-type=tapfd", "5"], "--netns-type=tapfd"),
+    ],
+)
+def test_splice_needs_a_namespace(
+    run: Callable[..., Outcome], args: list[str], conflict: str
+) -> None:
+    outcome = run("--port-forward-mode=splice", *args)
+    assert outcome.code == 1
+    assert outcome.err == f"--port-forward-mode=splice conflicts with {conflict}\n"
+    assert ok(run("--port-forward-mode=tap", *args), out=outcome.out.replace(USAGE, ""))

@@ -43,7 +43,7 @@ def documented_options() -> set[str]:
 
 
 def parser_options() -> set[str]:
-    longs = {f"--{option.name}" for option in cli.LONG_OPTIONS}
+    longs = {f"--{option.name}" for option in cli.LONG_OPTIONS + cli.EXTENSION_OPTIONS}
     shorts = {f"-{letter}" for letter in cli.SHORT_OPTIONS if letter != ":"}
     return longs | shorts
 
@@ -55,7 +55,7 @@ def test_options_section_documents_exactly_the_parser_options() -> None:
 def test_tag_lines_pair_short_and_long_options_like_the_table() -> None:
     lines = _section("OPTIONS")
     tags = [_to_text(lines[i + 1]) for i, line in enumerate(lines[:-1]) if line.startswith(".TP")]
-    for option in cli.LONG_OPTIONS:
+    for option in cli.LONG_OPTIONS + cli.EXTENSION_OPTIONS:
         if len(option.key) == 1:
             assert any(tag.startswith(f"-{option.key}, --{option.name}") for tag in tags)
         if option.has_arg:

@@ -60,6 +60,36 @@ def test_every_wire_module_derives_codecs() -> None:
 
 
 @pytest.mark.parametrize("c", CODECS, ids=lambda c: c.name)
+def test_written_out_codec_is_what_its_construct_declaration_derives(c: Codec) -> None:
+    """The declaration is the source of truth: the daemon's literal format and field names must
+    be exactly what derive() makes of it, so editing one without the other fails here."""
+    assert isinstance(c.declaration, str)  # named, so the daemon never imports construct
+    derived = derive(c.name, c.spec)
+    assert c.struct.format == derived.struct.format
+    assert c.tuple._fields == derived.tuple._fields
+
+
+def test_every_declaration_backs_exactly_one_codec() -> None:
+    from pyslirp4netns.wire import declarations
+
+    declared = {k for k, v in vars(declarations).items() if isinstance(v, construct.Struct)}
+    assert sorted(c.declaration for c in CODECS) == sorted(declared)
+
+
+def test_the_daemon_imports_neither_construct_nor_pyroute2_nor_psutil() -> None:
+    """Footprint (issue 11): those stay in tests, the join child and --outbound-addr IFNAME."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, pyslirp4netns.shell.startup, pyslirp4netns.shell.daemon, pyslirp4netns.cli;"
+        "print(sorted(m for m in ('construct', 'pyroute2', 'psutil') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "[]", out.stderr
+
+
+@pytest.mark.parametrize("c", CODECS, ids=lambda c: c.name)
 def test_codec_size_matches_construct(c: Codec) -> None:
     assert c.size == c.spec.sizeof()
     assert list(c.tuple._fields) == [sub.name for sub in c.spec.subcons]
