@@ -12,9 +12,17 @@ Scenarios, each at every ``--mtu``:
   rr    sequential 1-byte round trips on one connection for T seconds; round trips per second
   fwd   host->guest through an API port forward: ``iperf3 -c 127.0.0.1`` in Outer, ``iperf3 -s``
         in the guest; Gbit/s
+  fwdsplice  fwd with ours started with ``--port-forward-mode=splice`` (our extension): ours
+        only, its ratio is against slirp4netns's fwd row at the same MTU (target >= 3x)
   idle  g2h with 100 idle API clients connected and the gateway pinged every 50 ms; Gbit/s and
         the ping's p99, compared with g2h of the same binary (not run against slirp4netns, whose
         network stops while an API client is idle)
+  conns short connections per second: ``--conn-clients`` (4) guest processes each loop on
+        connect to 10.0.2.2, send 1 byte, read the echo and the server's EOF, close
+
+Every run also records the daemon's CPU time (utime + stime from /proc/PID/stat, read before and
+after the measurement) per GB received, per round trip or per connection, and rr's per-run p50
+and p99 round-trip latency; ``--json FILE`` writes every run for benchmarks/report.py.
 
 Binaries alternate (A B C A B C ...) ``--repeat`` times per scenario so that drift of the machine
 hits all of them alike; the table gives medians, ours/slirp4netns beside the targets, and with
@@ -66,21 +74,28 @@ LISTEN_TIMEOUT = 10.0  # a server in Outer to start listening
 CONNECT_TIMEOUT = 5.0  # the guest's connect: ours without TCP must fail fast, not in minutes
 SLACK = 30.0  # beyond --duration for a client to finish before it is killed
 
-# Targets for ours/slirp4netns (none at other MTUs).
+# Targets for ours/slirp4netns (none at other MTUs), issue 11.
 TARGETS: dict[tuple[str, int | None], float] = {
-    ("g2h", 65520): 1.5,
-    ("g2h", 1500): 4.0,
-    ("h2g", 65520): 1.0,
-    ("h2g", 1500): 2.0,
-    ("rr", None): 0.8,
-    ("fwd", 65520): 1.0,
+    ("g2h", 65520): 4.0,
+    ("g2h", 1500): 8.0,
+    ("h2g", 65520): 1.5,
+    ("h2g", 1500): 3.0,
+    ("rr", None): 0.9,
+    ("fwd", 65520): 2.0,
+    ("fwd", 1500): 2.5,
+    ("conns", None): 1.2,
 }
 
 # fwd: host->guest through an API port forward (iperf3 client on the host's 127.0.0.1).
 # idle: g2h with 100 idle API clients connected and a ping to the gateway running; compared
 # with g2h of the same binary (targets: >= 90 %, ping p99 < 20 ms), not with slirp4netns, whose
 # network stops while any API client is idle.
-KINDS = ("g2h", "h2g", "rr", "fwd", "idle")
+KINDS: tuple[str, ...] = ("g2h", "h2g", "rr", "fwd", "idle", "conns")
+# fwdsplice: fwd with --port-forward-mode=splice; slirp4netns has no such mode, so the ratio is
+# against its plain fwd row (Scenario.compared_with).
+KINDS = (*KINDS, "fwdsplice")
+TARGETS[("fwdsplice", None)] = 3.0
+SPLICE_FLAG = "--port-forward-mode=splice"
 IDLE_CLIENTS = 100
 FORWARD_PORT = 15201
 
@@ -105,6 +120,8 @@ while True:
 """
 
 # Runs in the guest: strictly sequential round trips, so the rate is 1 / (round-trip latency).
+# Each round trip's latency is the difference of two consecutive clock readings (one reading per
+# round trip, as before latencies were kept); the client reports their p50 and p99 in µs.
 ECHO_CLIENT = """
 import json, socket, sys, time
 host, port = sys.argv[1], int(sys.argv[2])
@@ -115,17 +132,24 @@ try:
     step = "round trip"
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     s.settimeout(5)
-    count = 0
-    start = time.monotonic()
-    end = start + duration
+    clock = time.perf_counter_ns
+    latencies = []
+    keep = latencies.append
+    start = clock()
+    end = start + int(duration * 1e9)
     now = start
     while now < end:
         s.sendall(b"x")
         if s.recv(1) != b"x":
             raise RuntimeError("echo lost or changed a byte")
-        count += 1
-        now = time.monotonic()
-    print(json.dumps({"round_trips": count, "seconds": now - start}))
+        then, now = now, clock()
+        keep(now - then)
+    latencies.sort()
+    def pick(q):
+        n = len(latencies)
+        return latencies[min(n - 1, int(n * q))] / 1000 if n else None
+    print(json.dumps({"round_trips": len(latencies), "seconds": (now - start) / 1e9,
+                      "p50_us": pick(0.50), "p99_us": pick(0.99)}))
 except Exception as e:
     print(json.dumps({"error": f"{step}: {type(e).__name__}: {e}"}))
     sys.exit(1)
@@ -157,10 +181,14 @@ class Scenario:
 
     @property
     def unit(self) -> str:
-        return "rt/s" if self.kind == "rr" else "Gbit/s"
+        return {"rr": "rt/s", "conns": "conn/s"}.get(self.kind, "Gbit/s")
 
     def target(self) -> float | None:
         return TARGETS.get((self.kind, self.mtu), TARGETS.get((self.kind, None)))
+
+    def compared_with(self) -> Scenario:
+        """The scenario whose slirp4netns row the ratio divides by."""
+        return Scenario("fwd", self.mtu) if self.kind == "fwdsplice" else self
 
 
 @dataclass
@@ -169,6 +197,11 @@ class Run:
     rss_kib: int | None  # the daemon's VmHWM at the end of the run
     reason: str = ""
     ping_p99_ms: float | None = None  # idle runs: the gateway ping's 99th percentile
+    # issue 11: the daemon's CPU time (utime + stime) per unit moved, and rr's latencies
+    cpu: float | None = None  # s/GB (iperf3 kinds), µs/rt (rr), µs/conn (conns)
+    cpu_unit: str = ""
+    p50_us: float | None = None
+    p99_us: float | None = None
 
 
 @dataclass
@@ -313,7 +346,9 @@ def start_server(outer: Outer, argv: Sequence[str], port: int) -> subprocess.Pop
     return proc
 
 
-def measure_iperf(outer: Outer, guest: Guest, scenario: Scenario, duration: float) -> float:
+def measure_iperf(
+    outer: Outer, guest: Guest, scenario: Scenario, duration: float, extra: Extra | None = None
+) -> float:
     server = start_server(
         outer, ["iperf3", "-s", "-B", "127.0.0.1", "-p", str(IPERF_PORT), "-1"], IPERF_PORT
     )
@@ -334,12 +369,15 @@ def measure_iperf(outer: Outer, guest: Guest, scenario: Scenario, duration: floa
     if "error" in report:
         raise CellFailed(f"iperf3: {report['error']}")
     try:
-        return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
+        received = report["end"]["sum_received"]
+        if extra is not None:
+            extra.bytes = int(received["bytes"])
+        return float(received["bits_per_second"]) / 1e9
     except (KeyError, TypeError, ValueError):
         raise CellFailed("iperf3: no end.sum_received in its JSON") from None
 
 
-def measure_rr(outer: Outer, guest: Guest, duration: float) -> float:
+def measure_rr(outer: Outer, guest: Guest, duration: float, extra: Extra | None = None) -> float:
     idle = f"{duration + SLACK:g}"  # the server gives up by itself too if nobody comes
     server = start_server(
         outer, [sys.executable, "-c", ECHO_SERVER, str(ECHO_PORT), idle], ECHO_PORT
@@ -358,10 +396,15 @@ def measure_rr(outer: Outer, guest: Guest, duration: float) -> float:
         ) from None
     if "error" in report:
         raise CellFailed(f"client: {report['error']}")
+    if extra is not None:
+        extra.count = int(report["round_trips"])
+        extra.p50_us, extra.p99_us = report.get("p50_us"), report.get("p99_us")
     return float(report["round_trips"]) / float(report["seconds"])
 
 
-def measure_forward(outer: Outer, guest: Guest, api: str, duration: float) -> float:
+def measure_forward(
+    outer: Outer, guest: Guest, api: str, duration: float, extra: Extra | None = None
+) -> float:
     """iperf3 from the host's 127.0.0.1 through a forward to a server in the guest."""
     server = subprocess.Popen(
         outer.prefix() + guest.prefix() + ["iperf3", "-s", "-p", str(IPERF_PORT), "-1"],
@@ -392,7 +435,10 @@ def measure_forward(outer: Outer, guest: Guest, api: str, duration: float) -> fl
         end_process(server)
     try:
         report = json.loads(done.stdout)
-        return float(report["end"]["sum_received"]["bits_per_second"]) / 1e9
+        received = report["end"]["sum_received"]
+        if extra is not None:
+            extra.bytes = int(received["bytes"])
+        return float(received["bits_per_second"]) / 1e9
     except (ValueError, KeyError, TypeError):
         raise CellFailed(f"iperf3 exited {done.returncode}") from None
 
@@ -433,6 +479,282 @@ def measure_idle(
             sock.close()
 
 
+# -- issue 11: conns, the daemon's CPU time, and what a measurement moved -----------------------
+
+CONN_PORT = 7778
+CONN_CLIENTS = 4  # concurrent client processes in the guest for `conns` (see benchmarks/README)
+
+# Runs in Outer: accept, read the byte, echo it, close (the server closes first, so TIME_WAIT
+# lands on this listener's side, not on the guest's or the daemon's ephemeral ports). One
+# thread, non-blocking, so the server is never what limits the rate.
+CONN_SERVER = """
+import selectors, socket, sys, time
+port, idle = int(sys.argv[1]), float(sys.argv[2])
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("127.0.0.1", port))
+srv.listen(1024)
+srv.setblocking(False)
+sel = selectors.DefaultSelector()
+sel.register(srv, selectors.EVENT_READ)
+last = time.monotonic()
+while time.monotonic() - last < idle:
+    for key, _ in sel.select(1.0):
+        sock = key.fileobj
+        if sock is srv:
+            while True:
+                try:
+                    conn, _ = srv.accept()
+                except BlockingIOError:
+                    break
+                conn.setblocking(False)
+                sel.register(conn, selectors.EVENT_READ)
+            last = time.monotonic()
+            continue
+        try:
+            data = sock.recv(1)
+            if data:
+                sock.send(data)
+        except OSError:
+            pass
+        sel.unregister(sock)
+        sock.close()
+"""
+
+# Runs in the guest: W processes, each a sequential loop of connect, send 1 byte, read the echo,
+# read the server's EOF, close; prints the connections per second of all of them together.
+CONN_CLIENT = """
+import json, os, socket, sys, time
+host, port = sys.argv[1], int(sys.argv[2])
+duration, connect_timeout, workers = float(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])
+start = time.monotonic()
+end = start + duration
+def work(out):
+    count, error = 0, None
+    try:
+        while time.monotonic() < end:
+            s = socket.socket()
+            try:
+                s.settimeout(connect_timeout)
+                s.connect((host, port))
+                s.settimeout(5)
+                s.sendall(b"x")
+                if s.recv(1) != b"x":
+                    raise RuntimeError("echo lost or changed a byte")
+                if s.recv(1) != b"":
+                    raise RuntimeError("more than the echo")
+            finally:
+                s.close()
+            count += 1
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"
+    os.write(out, json.dumps({"count": count, "error": error}).encode())
+pids = []
+reads = []
+for _ in range(workers):
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        work(w)
+        os._exit(0)
+    os.close(w)
+    pids.append(pid)
+    reads.append(r)
+results = []
+for r in reads:
+    data = b""
+    while chunk := os.read(r, 4096):
+        data += chunk
+    results.append(json.loads(data) if data else {"count": 0, "error": "worker died"})
+for pid in pids:
+    os.waitpid(pid, 0)
+seconds = time.monotonic() - start
+errors = [x["error"] for x in results if x["error"]]
+if errors:
+    print(json.dumps({"error": errors[0]}))
+    sys.exit(1)
+print(json.dumps({"connections": sum(x["count"] for x in results), "seconds": seconds}))
+"""
+
+
+@dataclass
+class Extra:
+    """What a measurement moved, filled in by the measure_* functions for the CPU column."""
+
+    bytes: int | None = None  # iperf3's end.sum_received.bytes
+    count: int | None = None  # round trips (rr) or connections (conns)
+    p50_us: float | None = None
+    p99_us: float | None = None
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a live process (all its threads), from /proc/PID/stat, in seconds."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) ": field 3 is fields[0]
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def cpu_per_unit(kind: str, cpu: float, extra: Extra) -> tuple[float | None, str]:
+    """CPU seconds per GB moved (iperf3 kinds), µs per round trip (rr) or per connection."""
+    if kind in ("rr", "conns"):
+        unit = "µs/rt" if kind == "rr" else "µs/conn"
+        return (cpu * 1e6 / extra.count if extra.count else None), unit
+    return (cpu / (extra.bytes / 1e9) if extra.bytes else None), "s/GB"
+
+
+def measure_conns(
+    outer: Outer,
+    guest: Guest,
+    duration: float,
+    extra: Extra | None = None,
+    workers: int = CONN_CLIENTS,
+) -> float:
+    """Short connections per second: ``workers`` guest processes against CONN_SERVER."""
+    idle = f"{duration + SLACK:g}"
+    server = start_server(
+        outer, [sys.executable, "-c", CONN_SERVER, str(CONN_PORT), idle], CONN_PORT
+    )
+    try:
+        argv = [sys.executable, "-c", CONN_CLIENT, GATEWAY, str(CONN_PORT)]
+        argv += [f"{duration:g}", f"{CONNECT_TIMEOUT:g}", str(workers)]
+        done = guest.run(argv, timeout=duration + SLACK, check=False)
+    finally:
+        end_process(server)
+    try:
+        report = json.loads(done.stdout)
+    except ValueError:
+        raise CellFailed(
+            f"client exited {done.returncode}: {last_line(done.stderr.decode(errors='replace'))}"
+        ) from None
+    if "error" in report:
+        raise CellFailed(f"client: {report['error']}")
+    if extra is not None:
+        extra.count = int(report["connections"])
+    return float(report["connections"]) / float(report["seconds"])
+
+
+def run_json(scenario: Scenario, variant: Variant, run: Run) -> dict[str, object]:
+    """One run as --json writes it (benchmarks/report.py reads these)."""
+    return {
+        "scenario": scenario.name,
+        "kind": scenario.kind,
+        "mtu": scenario.mtu,
+        "variant": variant.label,
+        "reference": variant.reference,
+        "value": run.value,
+        "unit": scenario.unit,
+        "rss_kib": run.rss_kib,
+        "cpu": run.cpu,
+        "cpu_unit": run.cpu_unit,
+        "p50_us": run.p50_us,
+        "p99_us": run.p99_us,
+        "ping_p99_ms": run.ping_p99_ms,
+        "error": run.reason or None,
+    }
+
+
+def write_json(path: str, rows: Sequence[Row], args: argparse.Namespace, seconds: float) -> None:
+    """--json FILE: every run, the medians and the targets, for benchmarks/report.py."""
+    reference = {r.scenario: r for r in rows if r.variant.reference}
+    summary = []
+    for row in rows:
+        ref = reference.get(row.scenario.compared_with())
+        median, ref_median = row.median(), ref.median() if ref else None
+        cpus = [r.cpu for r in row.runs if r.cpu is not None]
+        p50s = [r.p50_us for r in row.runs if r.p50_us is not None]
+        p99s = [r.p99_us for r in row.runs if r.p99_us is not None]
+        summary.append(
+            {
+                "scenario": row.scenario.name,
+                "variant": row.variant.label,
+                "reference": row.variant.reference,
+                "median": median,
+                "unit": row.scenario.unit,
+                "reference_median": None if row.variant.reference else ref_median,
+                "ratio": median / ref_median
+                if median is not None and ref_median and not row.variant.reference
+                else None,
+                "target": None if row.variant.reference else row.scenario.target(),
+                "rss_kib": row.rss_median_kib(),
+                "cpu": statistics.median(cpus) if cpus else None,
+                "cpu_unit": next((r.cpu_unit for r in row.runs if r.cpu_unit), ""),
+                "p50_us": statistics.median(p50s) if p50s else None,
+                "p99_us": statistics.median(p99s) if p99s else None,
+                "runs": len(row.runs),
+                "failed": sum(1 for r in row.runs if r.value is None),
+            }
+        )
+    document = {
+        "script": "throughput",
+        "command": shlex.join(["python3", "-m", "benchmarks.throughput", *sys.argv[1:]]),
+        "machine": f"{platform.node()} {platform.release()}, {os.cpu_count()} CPUs, "
+        f"{platform.processor() or platform.machine()}",
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
+        "seconds": round(seconds, 1),
+        "parameters": {
+            "duration": args.duration,
+            "repeat": args.repeat,
+            "mtu": args.mtu,
+            "rootless": args.rootless,
+            "conn_clients": args.conn_clients,
+        },
+        "runs": [run_json(row.scenario, row.variant, run) for row in rows for run in row.runs],
+        "summary": summary,
+    }
+    Path(path).write_text(json.dumps(document, indent=1) + "\n")
+
+
+def latency_summary(rows: Sequence[Row]) -> str:
+    """rr: the median over runs of each run's p50 and p99 round-trip latency."""
+    lines = []
+    for row in rows:
+        p50s = [r.p50_us for r in row.runs if r.p50_us is not None]
+        p99s = [r.p99_us for r in row.runs if r.p99_us is not None]
+        if row.scenario.kind != "rr" or not p50s:
+            continue
+        lines.append(
+            f"# {row.scenario.name} {row.variant.label}: round trip p50 "
+            f"{statistics.median(p50s):.0f} µs, p99 {statistics.median(p99s):.0f} µs "
+            f"(median over {len(p50s)} runs)"
+        )
+    return "\n".join(lines)
+
+
+def attach(
+    template: str | None, pid: int, variant: Variant, scenario: Scenario
+) -> subprocess.Popen[bytes] | None:
+    """--attach: a profiler on the ready daemon, for the measurement only ({pid}, {label} and
+    {scenario} filled in), e.g. "strace -c -f -p {pid} -o /tmp/{label}-{scenario}.strace"."""
+    if not template:
+        return None
+    words = [
+        w.format(pid=pid, label=variant.label, scenario=scenario.name.replace("@", "-"))
+        for w in shlex.split(template)
+    ]
+    proc = subprocess.Popen(words, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)  # strace and py-spy need a moment to attach
+    return proc
+
+
+def detach(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGINT makes strace -c print its table and py-spy write its profile."""
+    if proc is None:
+        return
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def run_cell(outer: Outer, variant: Variant, scenario: Scenario, args: argparse.Namespace) -> Run:
     guest: Guest | None = None
     daemon: Daemon | None = None
@@ -441,24 +763,33 @@ def run_cell(outer: Outer, variant: Variant, scenario: Scenario, args: argparse.
         guest = Guest(outer, rootless=args.rootless)
         argv = ["--configure", "--mtu", str(scenario.mtu), "-r", "3", str(guest.pid), "tap0"]
         api = os.path.join(outer.dir, f"api-{os.getpid()}.sock")
-        if scenario.kind in ("fwd", "idle"):
+        if scenario.kind in ("fwd", "idle", "fwdsplice"):
             argv = ["-a", api, *argv]
+        if scenario.kind == "fwdsplice":
+            argv = [SPLICE_FLAG, *argv]
         try:
             daemon = start_ready(outer, argv, env=dict(variant.env), program=variant.program)
         except NotReady as e:  # the daemon is ended already
             got = "no EOF" if e.ready is None else repr(e.ready)
             raise CellFailed(f"not ready ({got}): {last_line(e.stderr)}") from None
         peak = PeakRss(daemon_pid(daemon))
+        profiler = attach(args.attach, daemon_pid(daemon), variant, scenario)
+        extra = Extra()  # issue 11: what the measurement moved, for the CPU column
+        cpu_start = cpu_seconds(daemon_pid(daemon))
         try:
             p99 = None
             if scenario.kind == "rr":
-                value = measure_rr(outer, guest, args.duration)
-            elif scenario.kind == "fwd":
-                value = measure_forward(outer, guest, api, args.duration)
+                value = measure_rr(outer, guest, args.duration, extra=extra)
+            elif scenario.kind == "conns":
+                value = measure_conns(
+                    outer, guest, args.duration, extra=extra, workers=args.conn_clients
+                )
+            elif scenario.kind in ("fwd", "fwdsplice"):
+                value = measure_forward(outer, guest, api, args.duration, extra=extra)
             elif scenario.kind == "idle":
                 value, p99 = measure_idle(outer, guest, scenario, api, args.duration)
             else:
-                value = measure_iperf(outer, guest, scenario, args.duration)
+                value = measure_iperf(outer, guest, scenario, args.duration, extra=extra)
         except CellFailed as e:
             # A daemon that died explains the failure better than the client's timeout does.
             if daemon.poll() is not None:
@@ -468,9 +799,22 @@ def run_cell(outer: Outer, variant: Variant, scenario: Scenario, args: argparse.
             raise
         finally:
             rss = peak.stop()  # before the daemon is ended: the peak of this run
+            cpu_end = cpu_seconds(daemon_pid(daemon))
+            detach(profiler)
         if daemon.poll() is not None:
             raise CellFailed(f"daemon exited {daemon.returncode}: {last_line(daemon.stderr)}")
-        return Run(value, rss, ping_p99_ms=p99)
+        cpu, cpu_unit = None, ""
+        if cpu_start is not None and cpu_end is not None:
+            cpu, cpu_unit = cpu_per_unit(scenario.kind, cpu_end - cpu_start, extra)
+        return Run(
+            value,
+            rss,
+            ping_p99_ms=p99,
+            cpu=cpu,
+            cpu_unit=cpu_unit if cpu is not None else "",
+            p50_us=extra.p50_us,
+            p99_us=extra.p99_us,
+        )
     except CellFailed as e:
         return Run(None, rss, str(e))
     except (TimeoutError, subprocess.TimeoutExpired) as e:
@@ -491,7 +835,7 @@ def run_cell(outer: Outer, variant: Variant, scenario: Scenario, args: argparse.
 def fmt_value(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    return f"{value:.0f}" if unit == "rt/s" else f"{value:.2f}"
+    return f"{value:.0f}" if unit in ("rt/s", "conn/s") else f"{value:.2f}"
 
 
 def fmt_runs(row: Row) -> str:
@@ -504,6 +848,16 @@ def fmt_runs(row: Row) -> str:
     return text.strip()
 
 
+def fmt_cpu(row: Row) -> str:
+    """The daemon's median CPU time per unit moved (issue 11)."""
+    cpus = [r.cpu for r in row.runs if r.cpu is not None]
+    if not cpus:
+        return "-"
+    unit = next(r.cpu_unit for r in row.runs if r.cpu is not None)
+    median = statistics.median(cpus)
+    return f"{median:.2f} {unit}" if unit == "s/GB" else f"{median:.0f} {unit}"
+
+
 def table(rows: Sequence[Row], reference: Variant | None, baseline: Variant | None) -> str:
     """One line per scenario and binary; ``ratio`` is against slirp4netns (the targets' measure),
     ``ours/baseline`` (with --baseline) against the other checkout."""
@@ -514,6 +868,7 @@ def table(rows: Sequence[Row], reference: Variant | None, baseline: Variant | No
         "ratio",
         "target",
         "peak RSS",
+        "CPU",
         "runs",
     )
     if baseline is not None:
@@ -528,7 +883,7 @@ def table(rows: Sequence[Row], reference: Variant | None, baseline: Variant | No
         return row.median() if row else None
 
     for scenario, variants in by_scenario.items():
-        ref_median = median_of(variants, reference)
+        ref_median = median_of(by_scenario.get(scenario.compared_with(), {}), reference)
         base_median = median_of(variants, baseline)
         for row in variants.values():
             median = row.median()
@@ -555,6 +910,7 @@ def table(rows: Sequence[Row], reference: Variant | None, baseline: Variant | No
                 ratio,
                 target,
                 f"{rss / 1024:.1f} MiB" if rss is not None else "-",
+                fmt_cpu(row),
                 fmt_runs(row),
             )
             if baseline is not None:
@@ -674,7 +1030,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--only",
         action="append",
         metavar="S",
-        help="scenarios: g2h, h2g, rr, fwd, idle or KIND@MTU (comma-separated or repeated)",
+        help="scenarios: g2h, h2g, rr, fwd, idle, conns or KIND@MTU (comma-separated or repeated)",
     )
     p.add_argument("--binary", help="our daemon's command (default: python3 -m pyslirp4netns)")
     p.add_argument("--reference", default=REFERENCE, help="slirp4netns binary")
@@ -692,7 +1048,23 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "before a change) as the variant 'baseline', and give ours/baseline",
     )
     p.add_argument(
+        "--attach",
+        metavar="CMD",
+        help="run CMD beside every measurement, SIGINT after it ({pid}: the daemon's PID; "
+        "{label}, {scenario}), e.g. 'py-spy record -p {pid} -f raw -o /tmp/{label}.txt'",
+    )
+    p.add_argument(
         "--rootless", action="store_true", help="guests made by unshare -Urn (default: unshare -n)"
+    )
+    p.add_argument(
+        "--json", metavar="FILE", help="also write every run's figures to FILE (for report.py)"
+    )
+    p.add_argument(
+        "--conn-clients",
+        type=int,
+        default=CONN_CLIENTS,
+        metavar="W",
+        help=f"conns: concurrent client processes in the guest (default {CONN_CLIENTS})",
     )
     args = p.parse_args(argv)
     if args.duration <= 0 or args.repeat < 1:
@@ -723,7 +1095,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # idle is compared with the same binary's g2h; slirp4netns's network stops while an API
     # client is idle (contract §5.1), so its idle cells would only time out.
     rows = [
-        Row(s, v) for s in scenarios for v in variants if not (s.kind == "idle" and v.reference)
+        Row(s, v)
+        for s in scenarios
+        for v in variants
+        if not (s.kind in ("idle", "fwdsplice") and v.reference)  # fwdsplice: ours only
     ]
     total = len(rows) * args.repeat
     print(
@@ -773,10 +1148,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline = next((v for v in variants if v.baseline), None)
     print(table([r for r in rows if r.runs], reference, baseline))
     print(idle_summary(rows))
+    print(latency_summary(rows))
     legend = "ratio = median(ours) / median(slirp4netns)"
     if baseline is not None:
         legend += "; ours/baseline = median(ours) / median(baseline)"
+    legend += "; CPU = the daemon's utime+stime per GB received, round trip or connection"
     print(f"\n# {time.monotonic() - started:.0f}s; {legend}")
+    if args.json:
+        write_json(args.json, [r for r in rows if r.runs], args, time.monotonic() - started)
+        print(f"# runs written to {args.json}")
     return 130 if interrupted else 0
 
 

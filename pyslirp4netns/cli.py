@@ -21,14 +21,14 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from ipaddress import IPv4Address, IPv4Network, IPv6Address
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from pathlib import Path
 from typing import NoReturn, TextIO
 
 from pyslirp4netns import __version__
-from pyslirp4netns.config import Config
+from pyslirp4netns.config import IPV6_NETWORK, Config
 
 SHORT_OPTIONS = "ce:r:m:a:6hv"
 
@@ -76,7 +76,14 @@ LONG_OPTIONS: tuple[LongOption, ...] = (
 # Our extensions, outside slirp4netns's table: matched by their full name only, so that every
 # abbreviation and ambiguity message stays slirp4netns's; absent from --help (which must stay
 # byte-identical) and documented in the man page.
-EXTENSION_OPTIONS: tuple[LongOption, ...] = (_long("port-forward-mode", True),)
+EXTENSION_OPTIONS: tuple[LongOption, ...] = (
+    _long("port-forward-mode", True),
+    _long("ipv6-prefix", True),
+    _long("pcap", True),
+    _long("pcap-max-size", True),
+    _long("stats", False),
+    _long("debug", False),
+)
 PORT_FORWARD_MODES = ("tap", "splice")
 
 DEPRECATED_ALIASES = {
@@ -238,19 +245,26 @@ def version_text() -> str:
 
 
 def _getopt_long(
-    args: Sequence[str], prog: str, positionals: list[str], posixly_correct: bool
+    args: Sequence[str],
+    prog: str,
+    positionals: list[str],
+    posixly_correct: bool,
+    rest: list[str] | None = None,
+    err: Callable[[str], None] = _err,
 ) -> Iterator[tuple[str, str | None]]:
     """glibc getopt_long: yield (key, optarg) in command-line order; ("?", None) after an error.
 
     Non-options are appended to ``positionals`` in their original order (glibc's permutation
     moves them behind the options). With POSIXLY_CORRECT the first non-option ends the options.
+    What follows ``--`` goes to ``rest`` when given (``run``'s CMD), else to ``positionals``;
+    ``err`` prints getopt's messages.
     """
     i = 0
     while i < len(args):
         arg = args[i]
         i += 1
         if arg == "--":
-            positionals.extend(args[i:])
+            (positionals if rest is None else rest).extend(args[i:])
             return
         if not arg.startswith("-") or arg == "-":
             if posixly_correct:
@@ -265,18 +279,18 @@ def _getopt_long(
             # Every entry has a distinct key, so any two prefix matches are ambiguous.
             matches = exact or [o for o in LONG_OPTIONS if o.name.startswith(name)]
             if not matches:
-                _err(f"{prog}: unrecognized option '--{nextchar}'\n")
+                err(f"{prog}: unrecognized option '--{nextchar}'\n")
                 yield "?", None
                 continue
             if len(matches) > 1:
                 names = " ".join(f"'--{o.name}'" for o in matches)
-                _err(f"{prog}: option '--{nextchar}' is ambiguous; possibilities: {names}\n")
+                err(f"{prog}: option '--{nextchar}' is ambiguous; possibilities: {names}\n")
                 yield "?", None
                 continue
             option = matches[0]
             if not option.has_arg:
                 if eq:
-                    _err(f"{prog}: option '--{option.name}' doesn't allow an argument\n")
+                    err(f"{prog}: option '--{option.name}' doesn't allow an argument\n")
                     yield "?", None
                 else:
                     yield option.key, None
@@ -286,7 +300,7 @@ def _getopt_long(
                 i += 1
                 yield option.key, args[i - 1]
             else:
-                _err(f"{prog}: option '--{option.name}' requires an argument\n")
+                err(f"{prog}: option '--{option.name}' requires an argument\n")
                 yield "?", None
             continue
         # A cluster of short options: "-cv", "-m1500", "-m 1500".
@@ -294,7 +308,7 @@ def _getopt_long(
             letter = arg[pos]
             spec = SHORT_OPTIONS.find(letter)
             if spec < 0 or letter in ":;":
-                _err(f"{prog}: invalid option -- '{letter}'\n")
+                err(f"{prog}: invalid option -- '{letter}'\n")
                 yield "?", None
                 continue
             if not SHORT_OPTIONS.startswith(":", spec + 1):
@@ -306,7 +320,7 @@ def _getopt_long(
                 i += 1
                 yield letter, args[i - 1]
             else:
-                _err(f"{prog}: option requires an argument -- '{letter}'\n")
+                err(f"{prog}: option requires an argument -- '{letter}'\n")
                 yield "?", None
             break
 
@@ -428,6 +442,26 @@ def _parse_outbound_addr6(text: str) -> IPv6Address:
     return IPv6Address(address)
 
 
+def _parse_ipv6_prefix(text: str) -> IPv6Network:
+    """--ipv6-prefix (our extension): a unicast /64 without host bits (SLAAC needs /64,
+    RFC 4862 §5.5.3 with RFC 2464 §4), e.g. fd00:1234::/64. Checked after parsing, like --cidr."""
+    try:
+        network = IPv6Network(text)
+    except ValueError:
+        network = None
+    if (
+        network is None
+        or network.prefixlen != 64
+        or network.is_multicast
+        or network.is_link_local
+        or network.is_loopback
+        or network.network_address.ipv4_mapped is not None
+        or network.network_address == IPv6Address("::")
+    ):
+        _fail(f"invalid IPv6 prefix: {text} (a /64 network like fd00:1234::/64)\n")
+    return network
+
+
 @dataclass(slots=True)
 class _Raw:
     """Values as collected by the getopt loop, before the post-parse checks."""
@@ -450,6 +484,23 @@ class _Raw:
     macaddress: str | None = None
     target_type: str | None = None
     port_forward_mode: str = "tap"
+    ipv6_prefix: str | None = None
+    pcap: str | None = None
+    pcap_max_size: int = 100 << 20
+    stats: bool = False
+    debug: bool = False
+
+
+def _parse_size(text: str) -> int | None:
+    """--pcap-max-size: bytes, or with a K, M or G suffix (powers of 1024); more than 24."""
+    multiplier = 1
+    if text[-1:] in ("K", "M", "G"):
+        multiplier = 1 << (10 * ("KMG".index(text[-1]) + 1))
+        text = text[:-1]
+    if not (text.isascii() and text.isdigit()):
+        return None
+    size = int(text) * multiplier
+    return size if size > 24 else None  # room for the pcap file header and a record
 
 
 def _parse_fd(text: str, prog: str, what: str) -> int:
@@ -510,6 +561,21 @@ def _apply(raw: _Raw, key: str, optarg: str | None, prog: str) -> None:
             if value not in PORT_FORWARD_MODES:
                 _fail_with_usage(prog, '--port-forward-mode must be either "tap" or "splice"')
             raw.port_forward_mode = value
+        case "ipv6-prefix":
+            raw.ipv6_prefix = value
+        case "pcap":
+            if not value:
+                _fail_with_usage(prog, "--pcap needs a file name")
+            raw.pcap = value
+        case "pcap-max-size":
+            size = _parse_size(value)
+            if size is None:
+                _fail_with_usage(prog, "--pcap-max-size must be bytes, or KiB/MiB/GiB as K/M/G")
+            raw.pcap_max_size = size
+        case "stats":
+            raw.stats = True
+        case "debug":
+            raw.debug = True
         case "h":
             _out(usage_text(prog))
             _exit(0)
@@ -606,6 +672,7 @@ def parse(args: Sequence[str], prog: str) -> Config:
     tapfd = number if raw.netns_type == "tapfd" else None
     pid = None if raw.netns_type == "tapfd" else number
     cidr = IPv4Network("10.0.2.0/24") if raw.cidr is None else _parse_cidr(raw.cidr)
+    ipv6_prefix = IPV6_NETWORK if raw.ipv6_prefix is None else _parse_ipv6_prefix(raw.ipv6_prefix)
     outbound_addr = None if raw.outbound_addr is None else _parse_outbound_addr(raw.outbound_addr)
     outbound_addr6 = (
         None if raw.outbound_addr6 is None else _parse_outbound_addr6(raw.outbound_addr6)
@@ -638,15 +705,39 @@ def parse(args: Sequence[str], prog: str) -> Config:
         macaddress=macaddress,
         target_type="netns" if raw.target_type is None else raw.target_type,
         port_forward_mode=raw.port_forward_mode,
+        ipv6_prefix=ipv6_prefix,
+        pcap=raw.pcap,
+        pcap_max_size=raw.pcap_max_size,
+        stats=raw.stats,
+        debug=raw.debug,
     )
     # TAPNAME only exists in netns/pid and path modes; "" is valid there (the kernel picks tapN).
     return config if tapname is None else replace(config, tapname=tapname)
+
+
+# Only with these could slirp4netns take a first positional "run" as its target (a netns path
+# or a BESS socket): without them "run" is an invalid PID, so `run` is free for our subcommand.
+_TARGET_OPTIONS = frozenset({"netns-type", "target-type"})
+
+
+def is_run(args: Sequence[str]) -> bool:
+    """``args`` (argv without argv[0]) ask for ``pyslirp4netns run``: their first word is
+    ``run`` and getopt (silently, up to ``--``) finds no --netns-type or --target-type."""
+    if not args or args[0] != "run":
+        return False
+    posixly_correct = "POSIXLY_CORRECT" in os.environ
+    keys = {key for key, _ in _getopt_long(args, "", [], posixly_correct, [], lambda _: None)}
+    return not keys & _TARGET_OPTIONS
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point: parse, then hand the Config to the daemon."""
     if argv is None:
         argv = sys.argv
+    if is_run(argv[1:]):
+        from pyslirp4netns.shell import run as run_command  # `pyslirp4netns run ... -- CMD`
+
+        return run_command.main(argv)
     try:
         config = parse(argv[1:], argv[0] if argv else "pyslirp4netns")
     except SystemExit as e:

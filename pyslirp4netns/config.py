@@ -12,7 +12,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 DEFAULT_CIDR = IPv4Network("10.0.2.0/24")
 DEFAULT_MTU = 1500
-# IPv6 is not affected by --cidr: libslirp's fixed fd00::/64 plan.
+# IPv6 is not affected by --cidr: libslirp's fixed fd00::/64 plan (our --ipv6-prefix moves it).
 IPV6_NETWORK = IPv6Network("fd00::/64")
 
 
@@ -43,9 +43,18 @@ class Config:
     disable_dns: bool = False
     macaddress: bytes | None = None  # 6 bytes; only with -c
     target_type: str = "netns"  # "netns" or "bess"
+    # Our extension --ipv6-prefix (a /64): the IPv6 network; gateway ::2 and DNS ::3 of it.
+    ipv6_prefix: IPv6Network = IPV6_NETWORK
     # Our extension, not slirp4netns's: "tap" (API TCP forwards go through the stack) or
     # "splice" (joined to a socket inside the target by splice(2); shell/splice.py).
     port_forward_mode: str = "tap"
+    # Our extensions for looking inside (man page OPTIONS): --pcap FILE and its --pcap-max-size
+    # (bytes; the capture stops there), --stats (per-protocol counters), --debug (flow and
+    # drop log lines on stderr).
+    pcap: str | None = None
+    pcap_max_size: int = 100 << 20
+    stats: bool = False
+    debug: bool = False
 
     @property
     def path_mode(self) -> bool:
@@ -83,3 +92,13 @@ class Config:
     def guest(self) -> IPv4Address:
         """N+100: the address -c assigns and the API's default guest_addr."""
         return self.cidr.network_address + 100
+
+    @property
+    def gateway6(self) -> IPv6Address:
+        """::2 of the IPv6 prefix (fd00::2): the host as the guest sees it over IPv6."""
+        return self.ipv6_prefix.network_address + 2
+
+    @property
+    def dns6(self) -> IPv6Address:
+        """::3 of the IPv6 prefix (fd00::3): the DNS forwarder alias over IPv6."""
+        return self.ipv6_prefix.network_address + 3

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One-time, idempotent setup for tests/integration/test_clients.py (rootlesskit and rootless
-# podman driving slirp4netns / pyslirp4netns). Run as root; .ci/run calls it. Safe to re-run.
+# podman driving slirp4netns / pyslirp4netns). Run as root; tests/setup.sh calls it. Safe to re-run.
 set -euo pipefail
 
 USER_NAME=pyslirp4netns-test
@@ -21,7 +21,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# The unprivileged user (the same command .ci/run uses, in case this runs first).
+# The unprivileged user (the same command tests/setup.sh uses, in case this runs first).
 id "$USER_NAME" >/dev/null 2>&1 ||
     useradd --system --no-create-home --shell /usr/sbin/nologin "$USER_NAME"
 

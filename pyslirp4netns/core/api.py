@@ -10,6 +10,14 @@ Deliberate fixes (the man page's COMPATIBILITY section): a missing or non-string
 after the cast get the port errors where slirp4netns binds the port modulo 65536; IPv6 literals
 are accepted for ``host_addr`` and, with ``--enable-ipv6``, for ``guest_addr``.
 
+Extension (slirp4netns refuses it with the host_port error): ``"host_port":0`` (exactly zero;
+``0.5`` is still refused) binds an ephemeral port; the rule is listed with the port the kernel
+chose, and the reply reports it: ``{"return":{"id":N,"host_port":P}}``. podman and rootlesskit
+decode the reply into a struct holding ``id`` only, so the extra key is invisible to them.
+
+Extension: ``get_stats`` answers ``GetStats``; the shell replies with its counters (the man
+page's STATISTICS). Every other unknown execute still gets slirp4netns's error.
+
 Adding a forward needs a socket, which this module never opens: ``Api.execute`` answers
 ``AddHostfwd`` instead of bytes; the shell binds, takes ``Api.rule`` for the id and keeps the
 socket under it, starts the listener, then calls ``Api.added`` (the id is taken only then, so ids
@@ -47,6 +55,8 @@ ERROR_PREFIX = b'{"error":{"desc":"bad request: '
 
 _REJECTED = {Rejected.NOT_JSON: ERR_PARSE, Rejected.TOO_LARGE: ERR_TOO_LARGE}
 
+EPHEMERAL = 0  # AddHostfwd.host_port asking the kernel for a port (our extension)
+
 INT_MIN = -(2**31)
 INT_MAX = 2**31 - 1
 
@@ -83,7 +93,12 @@ class RemoveHostfwd:
     reply: bytes = OK
 
 
-Command: TypeAlias = "AddHostfwd | RemoveHostfwd"
+@dataclass(frozen=True, slots=True)
+class GetStats:
+    """get_stats (our extension): the shell answers ``{"return":{...counters...}}``."""
+
+
+Command: TypeAlias = "AddHostfwd | RemoveHostfwd | GetStats"
 
 
 class Api:
@@ -118,6 +133,8 @@ class Api:
             return self.list_reply()
         if name == b"remove_hostfwd":
             return self._remove(_arguments(top))
+        if name == b"get_stats":  # our extension; arguments are ignored
+            return GetStats()
         return ERR_UNKNOWN
 
     # -- add_hostfwd: checks in slirp4netns's order, so the first bad field names the error --
@@ -129,7 +146,7 @@ class Api:
         host = _address(_text(args.get(b"host_addr")) or "0.0.0.0", allow_ipv6=True)
         if host is None:
             return ERR_HOST_ADDR
-        host_port = _port(args.get(b"host_port"))
+        host_port = _host_port(args.get(b"host_port"))
         if host_port is None:
             return ERR_HOST_PORT
         guest = _address(
@@ -149,23 +166,29 @@ class Api:
             version=host[0],
         )
 
-    def rule(self, command: AddHostfwd) -> Rule:
-        """The rule ``command`` becomes, with the next id; not in the table until added."""
+    def rule(self, command: AddHostfwd, bound_port: int | None = None) -> Rule:
+        """The rule ``command`` becomes, with the next id; not in the table until added.
+        ``bound_port``: the port the kernel chose when ``command`` asked for port 0."""
         return Rule(
             id=self.next_id,
             proto=command.proto,
             host_addr=command.host_addr,
-            host_port=command.host_port,
+            host_port=bound_port
+            if command.host_port == EPHEMERAL and bound_port
+            else command.host_port,
             guest_addr=command.guest_addr,
             guest_port=command.guest_port,
         )
 
-    def added(self, rule: Rule) -> bytes:
-        """The shell has the listener running: take the id and answer it."""
+    def added(self, rule: Rule, ephemeral: bool = False) -> bytes:
+        """The shell has the listener running: take the id and answer it; ``ephemeral``
+        (the request asked for port 0): the reply also names the port bound (extension)."""
         if rule.id != self.next_id or rule.id in self.rules:
             raise ValueError(f"rule {rule.id} was not the next one ({self.next_id})")
         self.rules[rule.id] = rule
         self.next_id += 1
+        if ephemeral:
+            return b'{"return":{"id":%d,"host_port":%d}}' % (rule.id, rule.host_port)
         return b'{"return":{"id":%d}}' % rule.id
 
     # -- list_hostfwd / remove_hostfwd -------------------------------------------------------
@@ -231,6 +254,14 @@ def _port(value: Json) -> int | None:
     # Deliberate fix: slirp4netns checks only != 0 and binds the value modulo 65536.
     port = _c_int(value)
     return port if 1 <= port <= 65535 else None
+
+
+def _host_port(value: Json) -> int | None:
+    """Extension: a host_port of exactly 0 asks for an ephemeral port (``EPHEMERAL``); anything
+    else as slirp4netns (after the cast; 0.5 and -0.5 stay the host_port error)."""
+    if type(value) is float and value == 0.0:
+        return EPHEMERAL
+    return _port(value)
 
 
 def _address(text: str, allow_ipv6: bool) -> tuple[int, str] | None:

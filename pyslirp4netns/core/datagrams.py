@@ -20,11 +20,11 @@ from pyslirp4netns.core.egress import ERROR_TTL, Egress
 from pyslirp4netns.core.events import DatagramClose, DatagramOpen, DatagramSend
 from pyslirp4netns.core.nat import Deny, Flow, FlowTable, Policy
 from pyslirp4netns.core.neighbours import UNKNOWN_MAC
+from pyslirp4netns.core.stats import flow_line
 from pyslirp4netns.wire import ethernet, icmpv4, icmpv6, ipv4, ipv6, udp
 from pyslirp4netns.wire.codec import Buffer
 from pyslirp4netns.wire.numbers import (
     DNS_PORT,
-    GATEWAY6,
     IPPROTO_ICMP,
     IPPROTO_ICMPV6,
     IPPROTO_UDP,
@@ -61,6 +61,7 @@ class Datagrams:
         self.ping_flows = FlowTable(PING_TIMEOUT, FLOW_LIMIT)
         self.flows: dict[int, tuple[Flow, FlowTable]] = {}
         self._ids = ids  # flow ids, shared with TCP streams: one id names one flow
+        self.debug = False  # --debug: a log line per flow opened and closed
 
     # -- from the guest ------------------------------------------------------------------
     def udp(
@@ -96,6 +97,7 @@ class Datagrams:
             table.touch(flow, now)
         start = datagram.payload_offset
         payload = bytes(buf[start : start + datagram.payload_length])
+        flow.sent += len(payload)
         self.requests.append(DatagramSend(flow.id, payload, gso))
 
     def ping(
@@ -124,6 +126,7 @@ class Datagrams:
             )
         else:
             self.ping_flows.touch(flow, now)
+        flow.sent += len(message)
         self.requests.append(DatagramSend(flow.id, message))
 
     def _new_flow(
@@ -144,8 +147,21 @@ class Datagrams:
             del self.flows[evicted.id]
             self.requests.append(DatagramClose(evicted.id))
             self.dropped["flow: evicted (table full)"] += 1
+            if self.debug:
+                self._log(evicted, "closed (evicted: table full)")
         self.flows[flow.id] = (flow, table)
+        if self.debug:
+            self._log(flow, "open")
         return flow
+
+    def _log(self, flow: Flow, event: str) -> None:
+        """--debug: one line about ``flow``; byte counts with any event but "open"."""
+        proto = "udp" if flow.kind == events.UDP else "ping"
+        counts: tuple[int | None, int | None] = (None, None)
+        if event != "open":
+            counts = (flow.sent, flow.received)
+        guest, remote = (flow.guest, flow.guest_port), (flow.remote, flow.remote_port)
+        self.requests.append(events.Log(flow_line(proto, flow.id, event, guest, remote, *counts)))
 
     def forward_flow(
         self, guest: bytes, guest_port: int, remote: bytes, remote_port: int, now: float
@@ -172,6 +188,7 @@ class Datagrams:
             return
         flow, table = entry
         table.touch(flow, now)
+        flow.received += len(data)
         guest, remote = flow.guest, flow.remote
         egress = self.egress
         if len(guest) == 4:
@@ -203,6 +220,7 @@ class Datagrams:
         if raw and int.from_bytes(message[4:6], "big") != flow.guest_port:
             return
         table.touch(flow, now)
+        flow.received += len(message)
         sequence = int.from_bytes(message[6:8], "big")
         data = bytes(message[icmpv4.SIZE :])
         if v4:
@@ -238,6 +256,8 @@ class Datagrams:
         flow, table = entry
         table.remove(flow)
         self.requests.append(DatagramClose(flow.id))
+        if self.debug:
+            self._log(flow, "closed (host unreachable)" if host_unreachable else "closed (failed)")
         if len(flow.guest) == 4:
             code = icmpv4.HOST_UNREACHABLE if host_unreachable else icmpv4.NET_UNREACHABLE
             self._send_error(flow, icmpv4.DEST_UNREACHABLE, code, payload, from_gateway=True)
@@ -278,7 +298,7 @@ class Datagrams:
                 flow.guest_mac, source, guest, ipv4.PROTO_ICMP, message, b"", ERROR_TTL
             )
         else:
-            source = remote if from_remote else GATEWAY6
+            source = remote if from_remote else self.egress.gateway6
             original = ipv6.encode(guest, remote, proto, length) + transport + body
             room = icmpv6.MIN_MTU - ipv6.SIZE - icmpv6.SIZE
             message = icmpv6.encode(source, guest, type_, code, 0, original[:room])
@@ -298,6 +318,8 @@ class Datagrams:
             for flow in table.expire(now):
                 del self.flows[flow.id]
                 self.requests.append(DatagramClose(flow.id))
+                if self.debug:
+                    self._log(flow, "closed (idle)")
 
 
 def guest_error(v4: bool, origin: int, type_: int, code: int) -> tuple[int, int] | None:

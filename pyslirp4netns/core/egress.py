@@ -20,7 +20,6 @@ from pyslirp4netns.wire import arp, ethernet, icmpv4, icmpv6, ipv4, ipv6, tcp, t
 from pyslirp4netns.wire.codec import Buffer
 from pyslirp4netns.wire.numbers import (
     BROADCAST4,
-    GATEWAY6,
     IPPROTO_ICMPV6,
     IPPROTO_TCP,
     LINK_GATEWAY6,
@@ -48,10 +47,14 @@ class Egress:
         self.mtu = config.mtu
         self.vnet_hdr = vnet_hdr
         self.gateway = config.gateway.packed
+        self.gateway6 = config.gateway6.packed  # fd00::2: the source of our ICMPv6 errors
+        self.dns6 = config.dns6.packed
+        self.aliases6 = ndp.aliases6(self.gateway6, self.dns6)
+        self.prefix6 = config.ipv6_prefix.network_address.packed
         dns = config.dns.packed
         self.aliases = {self.gateway: alias_mac(self.gateway), dns: alias_mac(dns)}
         self.subnet_broadcast = config.cidr.broadcast_address.packed
-        self.neighbours = Neighbours(config.cidr, set(self.aliases), dropped)
+        self.neighbours = Neighbours(config.cidr, set(self.aliases), dropped, self.aliases6)
         self._dropped = dropped
         self.frames: list[list[Buffer]] = []
         self.now = 0.0  # the latest time the stack was given (for ARP retries)
@@ -154,7 +157,7 @@ class Egress:
         self, dst_mac: bytes, src: bytes, dst: bytes, next_header: int, message: bytes, hops: int
     ) -> None:
         """An IPv6 packet to the guest; bigger than the MTU, it goes in fragments (RFC 8200 §4.5)"""
-        src_mac = ndp.alias_mac6(src if src in ndp.ALIASES6 else GATEWAY6)
+        src_mac = ndp.alias_mac6(src if src in self.aliases6 else self.gateway6)
         eth = ethernet.encode(dst_mac, src_mac, ethernet.ETHERTYPE_IPV6)
         if ipv6.SIZE + len(message) <= self.mtu:
             header = ipv6.encode(src, dst, next_header, len(message), hop_limit=hops)
@@ -190,8 +193,8 @@ class Egress:
             self.ipv4(mac, self.gateway, guest, ipv4.PROTO_ICMP, message, b"", ERROR_TTL)
         else:
             code = icmpv6.ADDRESS_UNREACHABLE if host else icmpv6.NO_ROUTE
-            message = icmpv6.dest_unreachable(GATEWAY6, guest, code, original)
-            self.ipv6(mac, GATEWAY6, guest, IPPROTO_ICMPV6, message, ERROR_TTL)
+            message = icmpv6.dest_unreachable(self.gateway6, guest, code, original)
+            self.ipv6(mac, self.gateway6, guest, IPPROTO_ICMPV6, message, ERROR_TTL)
 
     # -- TCP -----------------------------------------------------------------------------
     def template(
@@ -261,7 +264,7 @@ class Egress:
             gso_type = vnet.GSO_TCPV4
         else:
             ip = ipv6.encode(src, dst, IPPROTO_TCP, length)
-            src_mac = ndp.alias_mac6(src if src in ndp.ALIASES6 else GATEWAY6)
+            src_mac = ndp.alias_mac6(src if src in self.aliases6 else self.gateway6)
             head = ethernet.encode(mac, src_mac, ethernet.ETHERTYPE_IPV6) + ip + header
             gso_type = vnet.GSO_TCPV6
         parts: list[Buffer] = [head, payload] if payload else [head]

@@ -7,6 +7,8 @@ TFTP refusals, and with ``--enable-ipv6`` neighbour and router discovery.
 * ICMP echo to those aliases, answered with TTL/hop limit 255 whatever the disable flags.
 * DHCP on port 67 of the gateway or broadcast (``dhcp.DhcpServer``); TFTP refused with
   "Access violation", as slirp4netns, which runs no TFTP server.
+* Stateless DHCPv6 on port 547 of ff02::1:2 or the gateway (``dhcpv6.Dhcpv6Server``), answered
+  from fe80::2.
 """
 
 from __future__ import annotations
@@ -17,15 +19,17 @@ from collections.abc import Callable
 from pyslirp4netns.config import Config
 from pyslirp4netns.core import ndp
 from pyslirp4netns.core.dhcp import DhcpServer
+from pyslirp4netns.core.dhcpv6 import Dhcpv6Server
 from pyslirp4netns.core.egress import ERROR_TTL, Egress
 from pyslirp4netns.core.nat import Policy
-from pyslirp4netns.wire import arp, dhcp, ethernet, icmpv4, icmpv6, ipv4, ipv6, udp
+from pyslirp4netns.wire import arp, dhcp, dhcpv6, ethernet, icmpv4, icmpv6, ipv4, ipv6, udp
 from pyslirp4netns.wire.codec import Buffer
 from pyslirp4netns.wire.numbers import (
     ALL_NODES6,
     ALL_NODES_MAC,
     BROADCAST4,
     IPPROTO_ICMPV6,
+    IPPROTO_UDP,
     LINK_GATEWAY6,
     UNSPECIFIED6,
 )
@@ -52,6 +56,8 @@ class Gateway:
         self.egress = egress
         self.gateway = egress.gateway
         self.dhcp = DhcpServer(config)
+        self.gateway6 = egress.gateway6
+        self.dhcpv6 = Dhcpv6Server(egress.dns6, ndp.alias_mac6(egress.gateway6))
         self.policy = policy  # its nameservers: the RDNSS option of our RAs
         self._dropped = dropped
         self._warn = warn
@@ -120,6 +126,27 @@ class Gateway:
         self.egress.ipv4(eth.src, ip.dst, ip.src, ipv4.PROTO_UDP, header, error, ERROR_TTL)
 
     # -- IPv6 ----------------------------------------------------------------------------
+    def serves_udp6(self, dst: bytes, port: int) -> bool:
+        """Whether a guest datagram to ``dst``:``port`` is DHCPv6 for us (RFC 8415 §7.1: the
+        All_DHCP_Relay_Agents_and_Servers group; libslirp also takes the gateway address)."""
+        return port == dhcpv6.SERVER_PORT and dst in (
+            dhcpv6.ALL_SERVERS,
+            self.gateway6,
+            LINK_GATEWAY6,
+        )
+
+    def datagram6(
+        self, eth: ethernet.EthernetRepr, ip: ipv6.Ipv6Repr, buf: Buffer, datagram: udp.UdpRepr
+    ) -> None:
+        """Stateless DHCPv6: a Reply from fe80::2 to the client's address and port."""
+        message = dhcpv6.decode(buf, datagram.payload_offset, datagram.payload_length)
+        answer = self.dhcpv6.handle(message)
+        if isinstance(answer, str):
+            self._dropped[answer] += 1
+            return
+        header = udp.encode(LINK_GATEWAY6, ip.src, dhcpv6.SERVER_PORT, datagram.src_port, answer)
+        self.egress.ipv6(eth.src, LINK_GATEWAY6, ip.src, IPPROTO_UDP, header + answer, ERROR_TTL)
+
     def icmp6(
         self,
         eth: ethernet.EthernetRepr,
@@ -139,7 +166,7 @@ class Gateway:
                 self._dropped["ndp: bad hop limit or code"] += 1  # RFC 4861 §7.1.1
                 return
             target = bytes(frame[start : start + 16]) if message.payload_length >= 16 else b""
-            if target in ndp.ALIASES6:
+            if target in self.egress.aliases6:
                 dst = ip.src if ip.src != UNSPECIFIED6 else ALL_NODES6
                 answer = ndp.neighbor_advertisement(target, dst)
                 self.egress.ipv6(eth.src, target, dst, IPPROTO_ICMPV6, answer, ndp.NDP_HOP_LIMIT)
@@ -157,7 +184,8 @@ class Gateway:
             self._dropped["icmpv6: type not served"] += 1
 
     def send_ra(self) -> None:
-        answer = ndp.router_advertisement(self.policy.nameservers.v6)
+        egress = self.egress
+        answer = ndp.router_advertisement(self.policy.nameservers.v6, egress.prefix6, egress.dns6)
         self.egress.ipv6(
             ALL_NODES_MAC, LINK_GATEWAY6, ALL_NODES6, IPPROTO_ICMPV6, answer, ndp.NDP_HOP_LIMIT
         )

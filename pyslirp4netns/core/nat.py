@@ -10,7 +10,8 @@ chooses a host destination, so this file is the whole of the NAT's reach.
 
 The map is slirp4netns's (contract §3.4):
 
-* gateway N+2 -> host 127.0.0.1 (same port); fd00::/64 (but fd00::3) and ff02::1 -> host ::1;
+* gateway N+2 -> host 127.0.0.1 (same port); fd00::/64 (but fd00::3) and ff02::1 -> host ::1
+  (with our ``--ipv6-prefix``, that prefix and its ::3 instead);
 * DNS alias N+3 (fd00::3) port 53 -> the resolver from resolv.conf; any other port is refused;
   with ``--disable-dns`` the alias has no meaning and is treated like any other address;
 * 255.255.255.255 -> host 127.0.0.1 (libslirp's behaviour);
@@ -35,11 +36,10 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 
-from pyslirp4netns.config import IPV6_NETWORK, Config
+from pyslirp4netns.config import Config
 from pyslirp4netns.wire.numbers import (
     ALL_NODES6,
     BROADCAST4,
-    DNS6,
     DNS_PORT,
     GATEWAY6,
     IPPROTO_TCP,
@@ -87,6 +87,8 @@ class Policy:
         self.gateway = config.gateway.packed
         self.dns = config.dns.packed
         self.cidr = config.cidr
+        self.dns6 = config.dns6.packed
+        self.prefix6 = config.ipv6_prefix
         self.nameservers = nameservers or Nameservers()
 
     def resolve(self, proto: int, dst: bytes, port: int) -> Decision:
@@ -124,10 +126,10 @@ class Policy:
 
     # -- IPv6 ----------------------------------------------------------------------------
     def _resolve6(self, proto: int, dst: bytes, port: int) -> Decision:
-        if dst == DNS6 and not self.disable_dns:
+        if dst == self.dns6 and not self.disable_dns:
             return self._dns(proto, port, socket.AF_INET6, self.nameservers.v6)
         addr = IPv6Address(dst)
-        if addr in IPV6_NETWORK or dst == ALL_NODES6:
+        if addr in self.prefix6 or dst == ALL_NODES6:
             if self.disable_host_loopback:
                 return Deny("host loopback is disabled")
             return Forward(socket.AF_INET6, LOOPBACK6, port)
@@ -171,6 +173,8 @@ class Flow:
     remote: bytes
     remote_port: int
     last: float  # last activity; the flow expires ``timeout`` later
+    sent: int = 0  # payload bytes from the guest (UDP payload, or whole ICMP messages)
+    received: int = 0  # payload bytes toward the guest
 
 
 class FlowTable:
@@ -250,7 +254,7 @@ def parse_resolv_conf(text: str) -> tuple[list[str], list[str]]:
     return v4, v6
 
 
-def seen_by_guest(client: str, guest: bytes, gateway: bytes) -> bytes:
+def seen_by_guest(client: str, guest: bytes, gateway: bytes, gateway6: bytes = GATEWAY6) -> bytes:
     """The address a port forward's host ``client`` has in the guest's eyes (contract §3.7).
 
     A client on host loopback (or 0.0.0.0) appears as the gateway: N+2, or fd00::2 for an
@@ -264,7 +268,7 @@ def seen_by_guest(client: str, guest: bytes, gateway: bytes) -> bytes:
     if len(guest) == 4:
         return gateway if local or address.version != 4 else address.packed
     if local:
-        return GATEWAY6
+        return gateway6
     if address.version == 4:
         return IPv6Address(f"::ffff:{address}").packed
     return address.packed

@@ -3,6 +3,10 @@
 We answer Neighbor Solicitations for fd00::2, fd00::3, fe80::2 and fe80::3 only, with MAC
 ``52:56`` + the address's low 32 bits, and a Router Solicitation with a Router Advertisement
 (also sent unsolicited every 200-600 s). Builders only: the stack decides when.
+
+One deliberate difference: our RA sets the O flag (RFC 4861 §4.2, "other configuration"), so
+that clients ask our stateless DHCPv6 server (``dhcpv6``) for the DNS server; libslirp
+answers Information-requests too, but its RA says O=0, so clients never ask.
 """
 
 from __future__ import annotations
@@ -38,6 +42,8 @@ PREFIX_VALID = 86400
 PREFIX_PREFERRED = 14400
 RDNSS_LIFETIME = 1200000  # libslirp's unit slip (ms used as s), kept: clients see the same value
 RA_INTERVAL = (200.0, 600.0)  # unsolicited RAs at a random point of this range, in seconds
+RA_MANAGED = 0x80  # RFC 4861 §4.2 M flag: addresses by DHCPv6 (never: SLAAC only)
+RA_OTHER = 0x40  # RFC 4861 §4.2 O flag: other configuration by DHCPv6 (ours: set)
 
 # NA flags (RFC 4861 §4.4): router, solicited, override; libslirp sets all three.
 NA_ROUTER = 0x80000000
@@ -64,13 +70,21 @@ def solicited_target(data: bytes) -> bytes | None:
     return data[:16] if len(data) >= 16 else None
 
 
-def router_advertisement(dns6: bytes | None) -> bytes:
+def aliases6(gateway6: bytes, dns6: bytes) -> tuple[bytes, ...]:
+    """Our IPv6 addresses: ::2 and ::3 of the prefix (``ALIASES6`` for fd00::/64), fe80::2/3."""
+    return (gateway6, dns6, LINK_GATEWAY6, LINK_DNS6)
+
+
+def router_advertisement(
+    dns6: bytes | None, prefix: bytes = PREFIX6, dns_alias: bytes = DNS6
+) -> bytes:
     """The RA libslirp sends from fe80::2 to ff02::1 (RFC 4861 §4.2; RDNSS per RFC 8106).
 
-    RDNSS names fd00::3 only when resolv.conf has an IPv6 nameserver (``dns6``) right now.
+    RDNSS names the DNS alias (fd00::3) only when resolv.conf has an IPv6 nameserver (``dns6``)
+    right now. ``prefix``: the /64 advertised (fd00::, or our --ipv6-prefix).
     """
-    # rest = cur hop limit | M=0 O=0 | router lifetime; then reachable time, retrans timer.
-    rest = RA_CUR_HOP_LIMIT << 24 | RA_ROUTER_LIFETIME
+    # rest = cur hop limit | M=0 O=1 | router lifetime; then reachable time, retrans timer.
+    rest = RA_CUR_HOP_LIMIT << 24 | RA_OTHER << 16 | RA_ROUTER_LIFETIME
     body = struct.pack("!II", 0, 0)
     body += bytes((OPT_SOURCE_LLA, 1)) + alias_mac6(GATEWAY6)
     body += struct.pack(
@@ -82,10 +96,10 @@ def router_advertisement(dns6: bytes | None) -> bytes:
         PREFIX_VALID,
         PREFIX_PREFERRED,
         0,
-        PREFIX6,
+        prefix,
     )
     if dns6 is not None:
-        body += struct.pack("!BBHI16s", OPT_RDNSS, 3, 0, RDNSS_LIFETIME, DNS6)
+        body += struct.pack("!BBHI16s", OPT_RDNSS, 3, 0, RDNSS_LIFETIME, dns_alias)
     return icmpv6.encode(LINK_GATEWAY6, ALL_NODES6, icmpv6.ROUTER_ADVERTISEMENT, 0, rest, body)
 
 

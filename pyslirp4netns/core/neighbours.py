@@ -23,10 +23,17 @@ Held = tuple[list[Buffer], bytes]  # a frame's buffers (MAC still unknown) and i
 class Neighbours:
     """IPv4 and IPv6 neighbour caches, bounded, and the frames held while we ask."""
 
-    def __init__(self, cidr: IPv4Network, aliases: set[bytes], dropped: Counter[str]) -> None:
+    def __init__(
+        self,
+        cidr: IPv4Network,
+        aliases: set[bytes],
+        dropped: Counter[str],
+        aliases6: tuple[bytes, ...] = ndp.ALIASES6,
+    ) -> None:
         self.v4: dict[bytes, bytes] = {}  # guest IPv4 -> MAC
         self.v6: dict[bytes, bytes] = {}  # guest IPv6 -> MAC
         self._aliases = aliases  # our own IPv4 addresses: never learned as guests
+        self._aliases6 = aliases6  # and our IPv6 ones
         self._network = int(cidr.network_address)
         self._netmask = int(cidr.netmask)
         self._dropped = dropped
@@ -50,7 +57,7 @@ class Neighbours:
 
     def learn6(self, ip: bytes, mac: bytes) -> list[Held]:
         """A guest IPv6 source (unicast, not ours); returns the frames that were waiting."""
-        if ip[0] == 0xFF or ip == UNSPECIFIED6 or ip in ndp.ALIASES6 or mac[0] & 1:
+        if ip[0] == 0xFF or ip == UNSPECIFIED6 or ip in self._aliases6 or mac[0] & 1:
             return []
         if self.v6.get(ip) == mac:
             return []

@@ -18,7 +18,7 @@ This module is the demux. Each part owns one job:
 * ``gateway``: what the gateway answers itself (ARP, echo, DHCP, TFTP, NDP/RA);
 * ``datagrams``: UDP and ICMP echo flows through host sockets, ICMP errors back;
 * ``streams``: TCP connections through host sockets;
-* ``fragments``: IPv4 reassembly (bounded in count, bytes and time; overlaps refused).
+* ``fragments``: IPv4 and IPv6 reassembly (bounded in count, bytes and time; overlaps refused).
 
 A malformed frame raises ``WireError`` inside, is counted by reason in ``dropped`` and changes
 nothing else: one bad frame can't stop the stack. Nothing here keeps ``frame`` past the call but
@@ -38,13 +38,18 @@ from pyslirp4netns.core.egress import ERROR_TTL, Egress, multicast_or_broadcast
 from pyslirp4netns.core.fragments import Reassembler
 from pyslirp4netns.core.gateway import Gateway
 from pyslirp4netns.core.nat import Nameservers, Policy
-from pyslirp4netns.core.ndp import ALIASES6
+from pyslirp4netns.core.stats import LoggedDrops
 from pyslirp4netns.core.streams import Streams
 from pyslirp4netns.wire import ethernet, icmpv4, icmpv6, ipv4, ipv6, tcpframe, udp
 from pyslirp4netns.wire.codec import Buffer, WireError
 from pyslirp4netns.wire.numbers import IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP
 
 FirstFragment = tuple[ethernet.EthernetRepr, ipv4.Ipv4Repr, bytes]
+# IPv6: the first fragment's Ethernet header, its fragment header's next header, and its packet
+# (to quote in a time exceeded).
+FirstFragment6 = tuple[ethernet.EthernetRepr, int, bytes]
+# RFC 8200 §4.5: the upper-layer header must be in the first fragment (RFC 7112 §5).
+_UPPER_HEADER_SIZE = {IPPROTO_TCP: 20, IPPROTO_UDP: 8, IPPROTO_ICMPV6: 4}
 
 
 class Stack:
@@ -60,9 +65,10 @@ class Stack:
         now: float = 0.0,
     ) -> None:
         self.enable_ipv6 = config.enable_ipv6
-        self.dropped: Counter[str] = Counter()
-        self.policy = policy or Policy(config)
         self._requests: list[events.Request] = []
+        # --debug: every drop is also a log line (core/stats.py); otherwise a plain Counter.
+        self.dropped: Counter[str] = LoggedDrops(self._requests) if config.debug else Counter()
+        self.policy = policy or Policy(config)
         self._warned: set[str] = set()
         rng = rng or (lambda: 0.5)
         ids = itertools.count(1)  # one id space for every flow, TCP or not
@@ -71,8 +77,11 @@ class Stack:
         self.gateway = Gateway(config, self.egress, self.policy, self.dropped, self._warn, rng, now)
         self.datagrams = Datagrams(self.egress, self.policy, self._requests, self.dropped, ids)
         self.streams = Streams(self.egress, self.policy, self._requests, self.dropped, ids, rng)
+        self.datagrams.debug = self.streams.debug = config.debug  # flow life as log lines
         # The first fragment's Ethernet and IP headers, kept for the reassembled datagram.
         self.reassembler: Reassembler[FirstFragment] = Reassembler(max_size=0xFFFF - ipv4.SIZE)
+        # IPv6 under the same bounds; the fragmentable part may fill a whole Payload Length.
+        self.reassembler6: Reassembler[FirstFragment6] = Reassembler(max_size=0xFFFF)
 
     # -- what the shell gives and takes ---------------------------------------------------
     def set_nameservers(self, nameservers: Nameservers) -> None:
@@ -217,12 +226,77 @@ class Stack:
         self.egress.learn6(ip.src, eth.src)
         upper = ipv6.walk_extensions(frame, ip)
         if upper.fragment is not None:
-            # Guests don't fragment what we serve on IPv6 below the MTU (UDP and ICMP at most);
-            # fragments are counted and dropped rather than kept in a second reassembly table.
-            self.dropped["ipv6: fragment"] += 1
+            self._ipv6_fragment(eth, ip, upper, frame, now)
             return
+        self._ipv6_upper(eth, ip, upper, frame, eth.payload_offset, now, csum_done, gso)
+
+    def _ipv6_fragment(
+        self,
+        eth: ethernet.EthernetRepr,
+        ip: ipv6.Ipv6Repr,
+        upper: ipv6.Ipv6Upper,
+        frame: Buffer,
+        now: float,
+    ) -> None:
+        """RFC 8200 §4.5: fragments keyed by (source, destination, identification), bounded
+        and strict as IPv4's (overlaps discard the datagram: RFC 5722); an atomic fragment
+        (offset 0, M=0) is processed on its own (RFC 6946). The reassembled packet is the
+        fixed header (next header = the fragment header's) and the fragmentable part; the
+        unfragmentable extension headers were walked already and are not kept."""
+        fragment = upper.fragment
+        assert fragment is not None
+        start, length = upper.offset, upper.length
+        first: FirstFragment6 | None = None
+        if not fragment.offset:
+            need = _UPPER_HEADER_SIZE.get(upper.protocol, 0)
+            if length < need and fragment.more_fragments:
+                self.dropped["ipv6: first fragment without upper-layer header"] += 1
+                return
+            first = (eth, upper.protocol, bytes(frame[eth.payload_offset : start + length]))
+        done = self.reassembler6.add(
+            (ip.src, ip.dst, fragment.identification),
+            fragment.offset,
+            fragment.more_fragments,
+            frame[start : start + length],
+            now,
+            first,
+        )
+        if done is None:
+            return
+        head, payload = done
+        if head is None:
+            return
+        first_eth, protocol, _ = head
+        header = ipv6.encode(
+            ip.src,
+            ip.dst,
+            protocol,  # RFC 8200 §4.5: the first fragment's, whatever later ones say
+            len(payload),
+            hop_limit=ip.hop_limit,
+            traffic_class=ip.traffic_class,
+            flow_label=ip.flow_label,
+        )
+        whole = header + payload
+        reassembled = ipv6.decode(whole, 0)
+        inner = ipv6.walk_extensions(whole, reassembled)
+        if inner.fragment is not None:
+            self.dropped["ipv6: fragment header after reassembly"] += 1
+            return
+        self._ipv6_upper(first_eth, reassembled, inner, whole, 0, now, False, 0)
+
+    def _ipv6_upper(
+        self,
+        eth: ethernet.EthernetRepr,
+        ip: ipv6.Ipv6Repr,
+        upper: ipv6.Ipv6Upper,
+        frame: Buffer,
+        ip_start: int,
+        now: float,
+        csum_done: bool,
+        gso: int,
+    ) -> None:
+        """The upper-layer payload of ``ip`` (in a frame, or a reassembled packet)."""
         protocol, offset, length = upper.protocol, upper.offset, upper.length
-        ip_start = eth.payload_offset
         if protocol == IPPROTO_TCP:
             self.streams.segment(
                 eth, ip.src, ip.dst, frame, offset, length, ip_start, now, csum_done
@@ -232,6 +306,9 @@ class Stack:
             if not csum_done and not udp.checksum_ok(frame, datagram, ip.src, ip.dst):
                 self.dropped["udp: bad checksum"] += 1
                 return
+            if self.gateway.serves_udp6(ip.dst, datagram.dst_port):
+                self.gateway.datagram6(eth, ip, frame, datagram)  # DHCPv6
+                return
             original = frame[ip_start : datagram.payload_offset]
             self.datagrams.udp(eth, ip.src, ip.dst, datagram, frame, original, now, gso)
         elif protocol == IPPROTO_ICMPV6:
@@ -240,7 +317,7 @@ class Stack:
                 self.gateway.icmp6(eth, ip, frame, message)
             elif message.code != 0:
                 self.dropped["icmpv6: type not served"] += 1
-            elif ip.dst in ALIASES6:
+            elif ip.dst in self.egress.aliases6:
                 self.gateway.icmp6(eth, ip, frame, message)
             else:
                 self._ping(eth, ip.src, ip.dst, frame, message, ip_start, 4, now)
@@ -278,8 +355,12 @@ class Stack:
         ra = self.gateway.next_ra
         if ra is not None and (best is None or ra < best):
             best = ra
-        if self.datagrams.flows or len(self.reassembler):
-            for deadline in (self.datagrams.next_deadline(), self.reassembler.next_deadline()):
+        if self.datagrams.flows or len(self.reassembler) or len(self.reassembler6):
+            for deadline in (
+                self.datagrams.next_deadline(),
+                self.reassembler.next_deadline(),
+                self.reassembler6.next_deadline(),
+            ):
                 if deadline is not None and (best is None or deadline < best):
                     best = deadline
         return best
@@ -296,5 +377,14 @@ class Stack:
             message = icmpv4.encode(icmpv4.TIME_EXCEEDED, 1, 0, header[: ip.header_length + 8])
             gateway = self.egress.gateway
             self.egress.ipv4(eth.src, gateway, ip.src, ipv4.PROTO_ICMP, message, b"", ERROR_TTL)
+        for eth, _, packet in self.reassembler6.expire(now):
+            # RFC 8200 §4.5: time exceeded, code 1, quoting the first fragment, only if it came.
+            src, dst = packet[8:24], packet[24:40]  # the fixed header's addresses (§3)
+            if dst[0] == 0xFF:
+                continue  # RFC 4443 §2.4 (e.3): no error about a multicast packet
+            gateway6 = self.egress.gateway6
+            code = icmpv6.REASSEMBLY_TIME_EXCEEDED
+            message = icmpv6.time_exceeded(gateway6, src, code, packet)
+            self.egress.ipv6(eth.src, gateway6, src, IPPROTO_ICMPV6, message, ERROR_TTL)
         self.gateway.on_timer(now)
         self.flush(now)

@@ -33,6 +33,7 @@ from pyslirp4netns.core.events import (
 )
 from pyslirp4netns.core.nat import Deny, Policy
 from pyslirp4netns.core.neighbours import UNKNOWN_MAC
+from pyslirp4netns.core.stats import flow_line
 from pyslirp4netns.core.tcb import TcpState, reset_for
 from pyslirp4netns.core.tcp import TcpConnection
 from pyslirp4netns.wire import ethernet, ipv4, ipv6, tcp, tcpframe
@@ -72,6 +73,8 @@ class TcpFlow:
         "reading",
         "host_done",
         "template",
+        "bytes_to_host",
+        "bytes_from_host",
     )
 
     def __init__(
@@ -90,6 +93,8 @@ class TcpFlow:
         self.reading = False  # whether the shell reads the host socket (pause/resume)
         self.host_done = False  # the host socket sent EOF or failed: nothing more to read
         self.template: tcpframe.Template | None = None  # headers toward the guest, fast path
+        self.bytes_to_host = 0  # guest bytes the host socket took (counted per write, not frame)
+        self.bytes_from_host = 0  # bytes read from the host socket for the guest
 
 
 class Streams:
@@ -112,9 +117,11 @@ class Streams:
         self._rng = rng  # a callable () -> float in [0, 1): ISNs and forward source ports
         self.flows: dict[FlowKey, TcpFlow] = {}
         self.fast: dict[bytes, TcpFlow] = {}  # IPv4 flows by the key bytes of a guest frame
+        self._peak = 0  # most flows at once since the tables were last rebuilt
         self.by_id: dict[int, TcpFlow] = {}
         self._dirty: list[TcpFlow] = []
         self._timers: list[tuple[float, int]] = []  # (deadline, flow id), a lazy heap
+        self.debug = False  # --debug: a log line per connection opened and closed
 
     # -- from the guest ------------------------------------------------------------------
     def fast_segment(self, flow: TcpFlow, frame: Buffer, now: float, csum_done: bool) -> bool:
@@ -179,6 +186,8 @@ class Streams:
                 self._mark(flow)
                 return
             self._forget(flow)  # TIME-WAIT ended by a new SYN: a new incarnation follows
+            if self.debug:
+                self._log(flow, "closed (TIME-WAIT ended by a new SYN)")
         full = len(self.flows) >= TCP_LIMIT
         if flags & (tcp.SYN | tcp.ACK | tcp.RST) != tcp.SYN or full:
             # RFC 9293 §3.10.7.1: a segment of no connection gets a reset (never an RST); so
@@ -207,6 +216,8 @@ class Streams:
             snd_buffer=TCP_SND_BUFFER,
         )
         flow = self._add(conn, key, eth.src, original)
+        if self.debug:
+            self._log(flow, "open")
         scope = self.policy.nameservers.v6_scope if decision.port == DNS_PORT else 0
         self.requests.append(
             StreamConnect(flow.id, decision.family, decision.addr, decision.port, scope)
@@ -222,6 +233,8 @@ class Streams:
         flow = TcpFlow(next(self._ids), conn, key, mac, original)
         self.flows[key] = flow
         self.by_id[flow.id] = flow
+        if len(self.by_id) > self._peak:
+            self._peak = len(self.by_id)
         if len(key[0]) == 4:
             self.fast[tcpframe.key(*key)] = flow
         self._mark(flow)
@@ -232,6 +245,14 @@ class Streams:
         if not flow.dirty:
             flow.dirty = True
             self._dirty.append(flow)
+
+    def _log(self, flow: TcpFlow, event: str) -> None:
+        """--debug: one line about ``flow``; byte counts with any event but an open."""
+        counts: tuple[int | None, int | None] = (None, None)
+        if not event.startswith("open"):
+            counts = (flow.bytes_to_host, flow.bytes_from_host)
+        guest, remote = (flow.guest, flow.guest_port), (flow.remote, flow.remote_port)
+        self.requests.append(events.Log(flow_line("tcp", flow.id, event, guest, remote, *counts)))
 
     def _forget(self, flow: TcpFlow) -> None:
         self.flows.pop(flow.key, None)
@@ -269,6 +290,8 @@ class Streams:
         mac = self.egress.neighbours.get(guest) or UNKNOWN_MAC
         flow = self._add(conn, key, mac, b"")
         flow.reading = True
+        if self.debug:
+            self._log(flow, "open (port forward)")
         return flow.id
 
     # -- facts about host sockets --------------------------------------------------------
@@ -293,11 +316,14 @@ class Streams:
         flow.conn.host_failed(now)
         self._forget(flow)
         self.requests.append(StreamClose(flow.id))
+        if self.debug:
+            self._log(flow, "closed (host unreachable)" if host_unreachable else "closed (failed)")
         self.egress.unreachable(flow.guest_mac, flow.guest, flow.original, host_unreachable)
 
     def host_data(self, flow_id: int, data: bytes, now: float) -> None:
         flow = self.by_id.get(flow_id)
         if flow is not None:
+            flow.bytes_from_host += len(data)
             flow.conn.host_data(data, now)
             self._mark(flow)
 
@@ -313,6 +339,7 @@ class Streams:
         conn = flow.conn
         owed = False
         if n:
+            flow.bytes_to_host += n
             _consume(conn.to_host, n)
             owed = conn.host_consumed(n, now)
         # A flush only if this changed what it would do: more to write, the guest's FIN to
@@ -387,6 +414,8 @@ class Streams:
                     self._forget(flow)
                     abort = conn.reset or conn.timed_out or conn.refused
                     requests.append(StreamClose(flow.id, abort=abort))
+                    if self.debug:
+                        self._log(flow, _why_closed(conn))
                 continue
             if not flow.host_done:
                 room = conn.send_space() > 0
@@ -413,6 +442,11 @@ class Streams:
                 live.append((deadline, flow_id))
         heapq.heapify(live)
         self._timers = live
+        if 4 * len(by_id) < self._peak:
+            # Dicts never shrink as keys go: copies sized for what is left return the tables
+            # (about 1 MiB for 10,000 connections) to the heap, which the idle trim gives back.
+            self.flows, self.by_id, self.fast = dict(self.flows), dict(by_id), dict(self.fast)
+            self._peak = len(self.by_id)
 
     def next_deadline(self) -> float | None:
         return self._timers[0][0] if self._timers else None
@@ -437,6 +471,16 @@ class Streams:
                 # for the real one without a flush for nothing.
                 flow.timer_at = real
                 heapq.heappush(timers, (real, flow_id))
+
+
+def _why_closed(conn: TcpConnection) -> str:
+    if conn.refused:
+        return "closed (refused by the host)"
+    if conn.timed_out:
+        return "closed (timed out)"
+    if conn.reset:
+        return "closed (reset)"
+    return "closed"
 
 
 def _head(queue: deque[bytes | memoryview]) -> list[bytes | memoryview]:

@@ -35,6 +35,14 @@ MAX_RETRANSMITS = 15  # Linux tcp_retries2: RFC 9293 §3.8.3 R2 threshold
 SYN_RETRIES = 5  # Linux tcp_synack_retries; also used for our active SYN
 CONNECT_TIMEOUT = 75.0  # pending host connect (BSD's connection-establishment timer)
 FIN_WAIT_2_TIMEOUT = 60.0  # of guest silence in FIN_WAIT_2 (Linux tcp_fin_timeout)
+# CLOSE-WAIT (the guest closed, the host has not): after this much guest silence, keep-alive
+# probes (RFC 9293 §3.8.4, RFC 1122 §4.2.3.6) ask whether the guest still has the connection;
+# a guest kernel that dropped its orphan answers RST, one that kept it answers ACK; no answer
+# to KEEPALIVE_PROBES probes KEEPALIVE_INTERVAL apart ends it too (issue 14: host sockets of
+# connections the guest forgot must not pile up).
+CLOSE_WAIT_IDLE = 60.0
+KEEPALIVE_INTERVAL = 10.0
+KEEPALIVE_PROBES = 3
 # MSL: the guest is on this machine, its segments do not linger in a network, and a busy guest
 # must not pile up thousands of TIME-WAIT connections.
 MSL = 15.0
@@ -164,6 +172,7 @@ class Tcb:
         "_retries",
         "_rto_deadline",
         "_timer",
+        "_probes",
     )
 
     def __init__(
@@ -226,7 +235,8 @@ class Tcb:
         self._recover: int | None = None
         self._retries = 0
         self._rto_deadline: float | None = None
-        self._timer: float | None = None  # connect, FIN-WAIT-2 or TIME-WAIT deadline
+        self._timer: float | None = None  # connect, FIN-WAIT-2, CLOSE-WAIT or TIME-WAIT deadline
+        self._probes = 0  # keep-alive probes sent in CLOSE-WAIT since the guest last spoke
 
     def _rcv_wnd(self) -> int:
         wnd = (self.rcv_adv - self.rcv_nxt) & MASK

@@ -43,10 +43,11 @@ samples we take anyway and for PAWS, which a local link does not need (the 2**32
 space does not wrap within a segment's life there).
 
 Closing (principle 6). The guest's FIN -> CLOSE-WAIT and ``shutdown_host``; ``host_eof`` -> our
-FIN after the queued data; a half-closed connection keeps carrying data the other way. A guest
-RST closes with ``reset`` (the shell closes its socket with SO_LINGER 0); ``host_reset`` sends
-RST|ACK. After ``closed`` the stack forgets the flow; segments for unknown flows get
-``reset_for``.
+FIN after the queued data; a half-closed connection keeps carrying data the other way (in
+CLOSE-WAIT, keep-alive probes after a minute of guest silence find a guest that has forgotten
+the connection: ``_keepalive``). A guest RST closes with ``reset`` (the shell closes its
+socket with SO_LINGER 0); ``host_reset`` sends RST|ACK. After ``closed`` the stack forgets the
+flow; segments for unknown flows get ``reset_for``.
 
 Every input in every state is handled: nothing is raised for any combination of state, flags,
 sequence and acknowledgment numbers, window or payload; anything raised is a bug.
@@ -58,6 +59,7 @@ from pyslirp4netns.core.sack import OutOfOrder
 from pyslirp4netns.core.seq import HALF, MASK, seq_ge, seq_gt, seq_le, seq_lt
 from pyslirp4netns.core.tcb import (
     CLOSE_WAIT,
+    CLOSE_WAIT_IDLE,
     CLOSED,
     CLOSING,
     CONNECT_TIMEOUT,
@@ -67,6 +69,8 @@ from pyslirp4netns.core.tcb import (
     FIN_WAIT_1,
     FIN_WAIT_2,
     FIN_WAIT_2_TIMEOUT,
+    KEEPALIVE_INTERVAL,
+    KEEPALIVE_PROBES,
     LAST_ACK,
     MAX_RETRANSMITS,
     MIN_PEER_MSS,
@@ -290,6 +294,9 @@ class TcpConnection(Tcb):
             # The guest is alive: the idle timer restarts (as BSD, and libslirp's idle rule: a
             # half-close that still carries data must not be cut).
             self._timer = now + FIN_WAIT_2_TIMEOUT
+        elif st is CLOSE_WAIT:
+            self._timer = now + CLOSE_WAIT_IDLE  # the guest still has it: no probe due
+            self._probes = 0
         # Second: RST. RFC 5961 §3.2: exact RCV.NXT resets, elsewhere in window -> challenge.
         if flags & RST:
             if off == 0:
@@ -511,6 +518,8 @@ class TcpConnection(Tcb):
         st = self.state
         if st is ESTABLISHED:
             self.state = CLOSE_WAIT
+            self._timer = now + CLOSE_WAIT_IDLE  # keep-alive probes if the guest falls silent
+            self._probes = 0
         elif st is FIN_WAIT_1:
             self.state = CLOSING  # our FIN is not acknowledged (else we'd be in FIN-WAIT-2)
         elif st is FIN_WAIT_2:
@@ -568,6 +577,7 @@ class TcpConnection(Tcb):
             self.state = FIN_WAIT_1
         elif st is CLOSE_WAIT:
             self.state = LAST_ACK
+            self._timer = None  # our FIN is timed by the retransmission timer from here
         elif st is not SYN_SENT and st is not SYN_RECEIVED:
             return  # our FIN is queued already in every other state
         # SYN-SENT / SYN-RECEIVED: queued until ESTABLISHED (RFC 9293 §3.10.4).
@@ -735,9 +745,31 @@ class TcpConnection(Tcb):
                 self._control(Segment(self.snd_max, self.rcv_nxt, RST | ACK, 0, b"", b""))
                 self._close(abort=True)
                 return
+            if st is CLOSE_WAIT and self._keepalive(now):
+                return
         t = self._rto_deadline
         if t is not None and now >= t:
             self._on_rto(now)
+
+    def _keepalive(self, now: float) -> bool:
+        """CLOSE-WAIT's idle timer (tcb.CLOSE_WAIT_IDLE): probe the silent guest, or give up
+        after KEEPALIVE_PROBES unanswered probes. True when the connection is gone."""
+        if self.snd_max != self.snd_una or self._unsent():
+            self._timer = now + CLOSE_WAIT_IDLE  # data in flight: the RTO watches the guest
+            return False
+        if self._probes >= KEEPALIVE_PROBES:
+            self.timed_out = True
+            self._control(Segment(self.snd_max, self.rcv_nxt, RST | ACK, 0, b"", b""))
+            self._close(abort=True)
+            return True
+        # RFC 1122 §4.2.3.6: SEG.SEQ = SND.NXT - 1, no data; any live peer answers with an
+        # ACK (an unacceptable segment), a peer without the connection with RST.
+        field, _ = self._window_field()
+        probe = Segment((self.snd_max - 1) & MASK, self.rcv_nxt, ACK, field, b"", b"")
+        self._control(probe)
+        self._probes += 1
+        self._timer = now + KEEPALIVE_INTERVAL
+        return False
 
     def _on_rto(self, now: float) -> None:
         """RFC 6298 §5.4-5.6: retransmit, back off, restart; give up after too many."""

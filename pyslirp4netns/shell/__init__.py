@@ -19,6 +19,9 @@ Module map:
   heap        the C heap kept while traffic flows and trimmed once the loop idles
   sandbox     --enable-sandbox: an empty root with /etc and /run, one capability left
   seccomp     --enable-seccomp: the syscall allow-list, through libseccomp
+  observe     the tap port of --pcap/--stats/--debug: every frame counted and captured
+  pcap        --pcap: the buffered, size-bounded pcap file writer
   faults      a test-only fault injector at the tap boundary
   errors      slirp4netns-worded stderr lines and the start-up error
+  run         `pyslirp4netns run -- CMD`: a namespace of its own, the daemon, CMD's status
 """

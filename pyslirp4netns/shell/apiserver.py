@@ -17,10 +17,11 @@ then ``shutdown(SHUT_RDWR)`` and close. A client gets ``IDLE_TIMEOUT`` seconds f
 nothing is logged per request (``apifd event``, ``api_handler: got request: ...``).
 
 ``add_hostfwd`` binds the host listener here, so that the reply tells the truth about the port
-(in use, added twice, EACCES, EADDRNOTAVAIL all give "slirp_add_hostfwd failed"). The server
-alone owns the listeners: it keeps each rule's socket under the rule's id, as a ``Forward``, and
-hands that to a ``Forwarding`` (the data path); ``remove_hostfwd`` and shutdown call
-``unlisten`` before the socket is closed.
+(in use, added twice, EACCES, EADDRNOTAVAIL all give "slirp_add_hostfwd failed"), and so
+that a ``host_port`` of 0 (our extension) is answered and listed with the port the kernel
+chose. The server alone owns the listeners: it keeps each rule's socket under the rule's id,
+as a ``Forward``, and hands that to a ``Forwarding`` (the data path); ``remove_hostfwd`` and
+shutdown call ``unlisten`` before the socket is closed.
 """
 
 from __future__ import annotations
@@ -35,7 +36,16 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from pyslirp4netns.config import Config
-from pyslirp4netns.core.api import ADD_FAILED, MAX_REQUEST, AddHostfwd, Api, RemoveHostfwd, Rule
+from pyslirp4netns.core.api import (
+    ADD_FAILED,
+    EPHEMERAL,
+    MAX_REQUEST,
+    AddHostfwd,
+    Api,
+    GetStats,
+    RemoveHostfwd,
+    Rule,
+)
 from pyslirp4netns.core.jsonreader import Outcome, Reader
 from pyslirp4netns.shell.errors import do_slirp_failed, log
 from pyslirp4netns.shell.reactor import EPOLLIN, Watch
@@ -142,6 +152,7 @@ class ApiServer:
         idle_timeout: float = IDLE_TIMEOUT,
         max_clients: int = MAX_CLIENTS,
         bind: Callable[[AddHostfwd], socket.socket] = bind_listener,
+        stats: Callable[[], bytes] | None = None,
     ) -> None:
         self.listener = listener
         self.api = api
@@ -152,6 +163,8 @@ class ApiServer:
         self.idle_timeout = idle_timeout
         self.max_clients = max_clients
         self.bind = bind  # tests swap in a model of the host's ports
+        self.stats = stats  # get_stats: the daemon's counters as a JSON object
+        self.requests = 0  # requests answered (get_stats counts itself)
         # Insertion order is accept order, hence deadline order: the first is the next due.
         self.clients: dict[int, _Client] = {}
         self.forwards: dict[int, Forward] = {}  # rule id -> its socket, from bind to release
@@ -236,6 +249,7 @@ class ApiServer:
                 return False
 
     def _answer(self, client: _Client, outcome: Outcome) -> None:
+        self.requests += 1
         self._reply(client, self._execute(outcome))
 
     def _reply(self, client: _Client, reply: bytes) -> None:
@@ -274,6 +288,10 @@ class ApiServer:
         if isinstance(result, RemoveHostfwd):
             self._release(result.rule)
             return result.reply
+        if isinstance(result, GetStats):
+            if self.stats is None:
+                return b'{"return":{"api_requests":%d}}' % self.requests
+            return b'{"return":' + self.stats() + b"}"
         return self._add(result)
 
     def _add(self, command: AddHostfwd) -> bytes:
@@ -281,7 +299,8 @@ class ApiServer:
             sock = self.bind(command)
         except OSError:
             return ADD_FAILED
-        rule = self.api.rule(command)
+        ephemeral = command.host_port == EPHEMERAL  # our extension: the kernel picks the port
+        rule = self.api.rule(command, int(sock.getsockname()[1]) if ephemeral else None)
         forward = self.forwards[rule.id] = Forward(rule, sock)
         try:
             self.forwarding.listen(forward)
@@ -289,7 +308,7 @@ class ApiServer:
             log(f"api: forwarding {command.proto} port {command.host_port} failed: {e!r}")
             self._release(rule)
             return ADD_FAILED
-        return self.api.added(rule)
+        return self.api.added(rule, ephemeral)
 
     def _release(self, rule: Rule) -> None:
         """Stop the forward's data path, then close its socket (new clients are refused)."""
@@ -337,9 +356,11 @@ class ApiSocket:
         watch: Watch,
         unwatch: Callable[[int], None],
         forwarding: Forwarding | None = None,
+        stats: Callable[[], bytes] | None = None,
     ) -> ApiServer:
-        """Answer requests from the daemon's loop (apiserver.py); forwards go to ``forwarding``."""
-        self.server = ApiServer(self.sock, Api(config), watch, unwatch, forwarding)
+        """Answer requests from the daemon's loop (apiserver.py); forwards go to ``forwarding``,
+        get_stats to ``stats``."""
+        self.server = ApiServer(self.sock, Api(config), watch, unwatch, forwarding, stats=stats)
         self.server.start()
         return self.server
 

@@ -8,6 +8,7 @@ then waits, without a timeout and so without burning CPU, on:
   until EAGAIN and fed to the sans-IO ``Stack``; what it answers is written back once per batch),
 * the exit fd (any poll event ends the run with status 0, contract §4.3),
 * SIGTERM/SIGINT (through a wake-up pipe: a clean exit 0 where slirp4netns dies by the signal),
+  and SIGUSR1 (our extension: the get_stats counters as one JSON line on stderr),
 * the target process (a pidfd in PID mode: we exit 0 when it is gone; slirp4netns idles forever),
 * the API listener.
 """
@@ -15,11 +16,12 @@ then waits, without a timeout and so without burning CPU, on:
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import time
 
 from pyslirp4netns.config import Config
-from pyslirp4netns.core import events
+from pyslirp4netns.core import events, stats
 from pyslirp4netns.core.stack import Stack
 from pyslirp4netns.shell import heap, sandbox, seccomp
 from pyslirp4netns.shell.apiserver import ApiSocket
@@ -29,6 +31,8 @@ from pyslirp4netns.shell.errors import StartupError, log
 from pyslirp4netns.shell.faults import ENV as FAULTS_ENV
 from pyslirp4netns.shell.faults import TEST_SYSCALL_ENV, FaultInjector, forbidden_call
 from pyslirp4netns.shell.forwards import PortForwarding
+from pyslirp4netns.shell.observe import ObservedTapPort
+from pyslirp4netns.shell.pcap import PcapWriter
 from pyslirp4netns.shell.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, Reactor
 from pyslirp4netns.shell.resolv import ResolvConf
 from pyslirp4netns.shell.splice import SYSCALLS as SPLICE_SYSCALLS
@@ -62,7 +66,12 @@ class Daemon:
         self.datagrams = HostDatagrams(self.stack.datagrams, config, self.reactor)
         self.streams = HostStreams(self.stack.streams, config, self.reactor)
         # Each direction gets its own injector: same rates, its own random stream.
-        self.port = TapPort(tap, faults_from_env(), faults_from_env(seed_offset=1, quiet=True))
+        faults = faults_from_env(), faults_from_env(seed_offset=1, quiet=True)
+        self.observed: ObservedTapPort | None = None
+        if config.pcap is None and not config.stats and not config.debug:
+            self.port = TapPort(tap, *faults)
+        else:  # only these options pay for per-frame counting and capture (shell/observe.py)
+            self.port = self.observed = ObservedTapPort(tap, *faults, pcap=_open_pcap(config))
         self._wake_r, self._wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         self._exit_now: str | None = None
 
@@ -78,11 +87,13 @@ class Daemon:
                 self.stack, config, self.streams, self.datagrams, reactor.watch, reactor.unwatch
             )
             self.forwarding.splicer = self.splicer
-            self.api.serve(config, reactor.watch, reactor.unwatch, self.forwarding)
+            self.api.serve(
+                config, reactor.watch, reactor.unwatch, self.forwarding, self._stats_json
+            )
         os.set_blocking(self.tap.fd, False)
         reactor.watch(self.tap.fd, EPOLLIN, self._on_tap)
         reactor.watch(self._wake_r, EPOLLIN, self._on_signal)
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
             if signal.getsignal(signum) is not signal.SIG_IGN:  # a caller's "ignore" stands
                 signal.signal(signum, _note_signal)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
@@ -136,10 +147,15 @@ class Daemon:
             elif trim_owed and time.monotonic() - last_event >= heap.IDLE_SECONDS:
                 heap.trim()
                 trim_owed = False
+                if self.observed is not None:
+                    self.observed.idle()  # the pcap buffer goes to the file
             if soonest is not None:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     stack.on_timer(now)
+                    # Timers close connections too (TIME-WAIT, give-ups): trim after those
+                    # as well, once a second has passed without an fd event.
+                    trim_owed = True
                 if server is not None and api_deadline is not None and now >= api_deadline:
                     server.on_timer(now)
             self._carry_out()
@@ -219,9 +235,41 @@ class Daemon:
         for signum in data:
             if signum in (signal.SIGTERM, signal.SIGINT):
                 return f"{signal.Signals(signum).name} received"
+            if signum == signal.SIGUSR1:
+                log(self._stats_json().decode())
+                if self.observed is not None:
+                    self.observed.idle()
             if signum == signal.SIGUSR2:
                 forbidden_call(os.environ.get(TEST_SYSCALL_ENV, ""))
         return None
+
+    def counters(self) -> dict[str, object]:
+        """get_stats and SIGUSR1 (the man page's STATISTICS): what is counted, as of now."""
+        port, stack, datagrams = self.port, self.stack, self.stack.datagrams
+        server = self.api.server if self.api is not None else None
+        totals = {
+            "from_guest": {"frames": port.frames_in, "bytes": port.bytes_in},
+            "to_guest": {"frames": port.frames_out, "bytes": port.bytes_out},
+        }
+        result: dict[str, object] = {
+            "frames": totals,
+            "protocols": self.observed.counts.snapshot() if self.observed is not None else None,
+            "drops": stats.drops(stack.dropped),
+            "flows": {
+                "tcp": len(stack.streams.by_id),
+                "udp": len(datagrams.udp_flows) + len(datagrams.dns_flows),
+                "ping": len(datagrams.ping_flows),
+            },
+            "api_requests": server.requests if server is not None else 0,
+            "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        }
+        pcap = self.observed.pcap if self.observed is not None else None
+        if pcap is not None:
+            result["pcap"] = {"records": pcap.records, "bytes": pcap.size, "stopped": pcap.stopped}
+        return result
+
+    def _stats_json(self) -> bytes:
+        return stats.render(self.counters()).encode()
 
     def _on_target_exit(self, events: int) -> str | None:
         return f"target process {self.config.pid} exited"
@@ -238,6 +286,8 @@ class Daemon:
         self.reactor.close()
         if self.bess is not None:
             self.bess.close()
+        if self.observed is not None:
+            self.observed.close()  # the capture's last records
         tap_fd = self.port.fd if self.port.fd >= 0 else None
         for fd in (self._wake_r, self._wake_w, tap_fd, self.target_pidfd):
             if fd is not None:
@@ -261,6 +311,16 @@ def faults_from_env(seed_offset: int = 0, quiet: bool = False) -> FaultInjector 
     if not quiet:
         log(f"WARNING: fault injection is on, both directions ({injector})")
     return injector
+
+
+def _open_pcap(config: Config) -> PcapWriter | None:
+    """--pcap: created now, before the sandbox and seccomp (its fd outlives pivot_root)."""
+    if config.pcap is None:
+        return None
+    try:
+        return PcapWriter.open(config.pcap, config.pcap_max_size, log)
+    except OSError as e:
+        raise StartupError(f"pcap: open {config.pcap}: {os.strerror(e.errno or 5)}") from None
 
 
 def _random_fraction() -> float:

@@ -66,6 +66,7 @@ class PortForwarding:
     ) -> None:
         self.stack = stack
         self.gateway = config.gateway.packed
+        self.gateway6 = config.gateway6.packed
         self.dhcp_start = config.dhcp_start.packed
         self.streams = streams
         self.datagrams = datagrams
@@ -109,7 +110,7 @@ class PortForwarding:
             except OSError:
                 return None  # e.g. EMFILE: the client waits in the backlog
             now = time.monotonic()
-            remote = seen_by_guest(str(peer[0]), guest, self.gateway)
+            remote = seen_by_guest(str(peer[0]), guest, self.gateway, self.gateway6)
             flow = self.stack.streams.open_to_guest(
                 guest, rule.guest_port, remote, int(peer[1]), now
             )
@@ -134,7 +135,7 @@ class PortForwarding:
             except OSError:
                 continue  # an ICMP error from an earlier reply: not this datagram's business
             now = time.monotonic()
-            remote = seen_by_guest(str(peer[0]), guest, self.gateway)
+            remote = seen_by_guest(str(peer[0]), guest, self.gateway, self.gateway6)
             flow, _ = self.stack.datagrams.forward_flow(
                 guest, rule.guest_port, remote, int(peer[1]), now
             )

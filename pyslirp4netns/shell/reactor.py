@@ -25,11 +25,14 @@ class Reactor:
     def __init__(self) -> None:
         self.epoll = select.epoll()
         self.handlers: dict[int, Handler] = {}
+        self._peak = 0  # most fds at once since the table was last rebuilt
         self.woke = False  # whether the last poll returned any event
 
     def watch(self, fd: int, events: int, handler: Handler) -> None:
         self.epoll.register(fd, events)
         self.handlers[fd] = handler
+        if len(self.handlers) > self._peak:
+            self._peak = len(self.handlers)
 
     def modify(self, fd: int, events: int) -> None:
         self.epoll.modify(fd, events)
@@ -45,6 +48,11 @@ class Reactor:
         """Wait up to ``timeout`` seconds (-1: forever) and run the handlers of ready fds."""
         reason = None
         handlers = self.handlers
+        if self._peak > 4 * len(handlers) + 256:
+            # A dict never shrinks as keys go: after a crowd of sockets, a right-sized copy
+            # (here, between dispatches, where no handler holds the old one).
+            handlers = self.handlers = dict(handlers)
+            self._peak = len(handlers)
         ready = self.epoll.poll(timeout)
         self.woke = bool(ready)
         for fd, events in ready:

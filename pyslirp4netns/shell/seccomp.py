@@ -47,7 +47,7 @@ ALLOWED = (
     # memory, time, signals, threads' futexes, exit
     "brk mmap munmap mremap madvise mprotect futex clock_gettime clock_nanosleep nanosleep "
     "gettimeofday rt_sigaction rt_sigprocmask rt_sigreturn sigaltstack restart_syscall getpid "
-    "gettid getuid geteuid getgid getegid getrandom sched_yield sched_getaffinity "
+    "gettid getuid geteuid getgid getegid getrandom sched_yield sched_getaffinity getrusage "
     "exit exit_group"
 ).split()
 NARROWED = ("openat", "open", "socket", "ioctl", "kill", "tgkill")

@@ -65,6 +65,7 @@ class HostStreams:
         self.outbound4 = str(config.outbound_addr) if config.outbound_addr else None
         self.outbound6 = str(config.outbound_addr6) if config.outbound_addr6 else None
         self.streams: dict[int, _Stream] = {}
+        self._peak = 0  # most streams at once since the table was last rebuilt
 
     # -- requests ------------------------------------------------------------------------
     def write(self, request: events.StreamWrite) -> None:
@@ -168,6 +169,8 @@ class HostStreams:
         stream.handler = functools.partial(self._on_event, stream)
         stream.events = events_
         self.streams[flow] = stream
+        if len(self.streams) > self._peak:
+            self._peak = len(self.streams)
         self.reactor.watch(stream.fd, events_, stream.handler)
         stream.registered = True
         return stream
@@ -250,6 +253,9 @@ class HostStreams:
     def _forget(self, stream: _Stream, abort: bool) -> None:
         if self.streams.pop(stream.flow, None) is None:
             return
+        if self._peak > 4 * len(self.streams) + 256:
+            self.streams = dict(self.streams)  # dicts never shrink: a right-sized copy
+            self._peak = len(self.streams)
         if stream.registered:
             self.reactor.unwatch(stream.fd)
         if abort:

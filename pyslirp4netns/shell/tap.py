@@ -145,11 +145,15 @@ class TapPort:
         self.header = vnet.SIZE if tap.vnet_hdr else 0
         self.faults_in = faults_in
         self.faults_out = faults_out
+        # Totals for get_stats: frames and Ethernet bytes (no virtio-net header) each way, added
+        # once per batch; per-protocol counts are shell/observe.py's (off by default).
+        self.frames_in = self.bytes_in = self.frames_out = self.bytes_out = 0
 
     def read(self, sink: FrameSink, now: float) -> str | None:
         """Drain the tap until EAGAIN into ``sink``; a reason to stop if the tap is gone."""
         header, fd, faults = self.header, self.fd, self.faults_in
         receive = sink.receive_frame
+        count = octets = 0  # the totals of get_stats, stored once per batch (lost if gone)
         while True:
             try:
                 # A fresh bytes per frame: immutable, so the stack may keep views of it (a
@@ -168,6 +172,8 @@ class TapPort:
                 if n == 0:
                     return "peer disconnected"  # a BESS client left (a tap never reads 0)
                 break
+            count += 1
+            octets += n - header
             view = memoryview(buf)
             # virtio-net header: NEEDS_CSUM/DATA_VALID frames carry no checksum to verify; a UDP
             # GSO super-frame says its datagram size.
@@ -184,6 +190,8 @@ class TapPort:
         if faults is not None:
             for frame, verifiable in faults.flush():
                 receive(frame, now, not verifiable, 0)
+        self.frames_in += count
+        self.bytes_in += octets
         return None
 
     def write(self, frames: list[list[Buffer]]) -> None:
@@ -193,13 +201,17 @@ class TapPort:
             return  # no BESS client at the moment: dropped, as on a link that is down
         if self.faults_out is not None:
             frames = self._faulty(frames)
+        count = octets = 0
         for parts in frames:
             try:
-                os.writev(fd, parts)
+                octets += os.writev(fd, parts)
             except (BlockingIOError, InterruptedError):
                 break  # the guest's queue is full: drop, as a congested link would
             except OSError:
-                pass  # e.g. EINVAL for a frame the tap refuses: that frame only
+                continue  # e.g. EINVAL for a frame the tap refuses: that frame only
+            count += 1
+        self.frames_out += count
+        self.bytes_out += octets - count * self.header
 
     def _faulty(self, frames: list[list[Buffer]]) -> list[list[Buffer]]:
         """Frames toward the guest through the fault injector (the virtio-net header travels

@@ -43,6 +43,15 @@ DHCP_HEADER = Struct(
     "magic_cookie" / Int32ub,
 )
 
+# -- dhcpv6 ------------------------------------------------------------------------------------
+DHCPV6_HEADER = Struct(
+    "msg_type_xid" / Int32ub,  # msg-type (8 bits), transaction-id (24 bits): masks
+)
+DHCPV6_OPTION = Struct(
+    "code" / Int16ub,
+    "length" / Int16ub,
+)
+
 # -- ethernet ----------------------------------------------------------------------------------
 ETHERNET_HEADER = Struct(
     "dst" / Bytes(6),

@@ -37,6 +37,8 @@ NO_ROUTE = 0
 ADMIN_PROHIBITED = 1
 ADDRESS_UNREACHABLE = 3
 PORT_UNREACHABLE = 4
+# Time exceeded codes (RFC 4443 §3.3).
+REASSEMBLY_TIME_EXCEEDED = 1
 
 # RFC 4443 §2.4 (c): an error message must not exceed the minimum IPv6 MTU.
 MIN_MTU = 1280
@@ -81,3 +83,10 @@ def dest_unreachable(src: bytes, dst: bytes, code: int, original: Buffer) -> byt
     """
     room = MIN_MTU - 40 - SIZE
     return encode(src, dst, DEST_UNREACHABLE, code, 0, bytes(original[:room]))
+
+
+def time_exceeded(src: bytes, dst: bytes, code: int, original: Buffer) -> bytes:
+    """A time exceeded message quoting ``original`` (RFC 4443 §3.3; code 1: fragment
+    reassembly time exceeded, RFC 8200 §4.5), cut as ``dest_unreachable`` cuts it."""
+    room = MIN_MTU - 40 - SIZE
+    return encode(src, dst, TIME_EXCEEDED, code, 0, bytes(original[:room]))

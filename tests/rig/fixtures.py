@@ -28,12 +28,12 @@ def outer() -> Iterator[Outer]:
 
 @pytest.fixture(scope="session")
 def unpriv() -> User:
-    """The real unprivileged user .ci/run creates; on CI its absence is a failure."""
+    """The real unprivileged user tests/setup.sh creates; on CI its absence is a failure."""
     user = User.lookup()
     if user is None:
         if os.environ.get("CI"):
-            pytest.fail("CI must create the unprivileged test user (see .ci/run)")
-        pytest.skip("no unprivileged test user (run .ci/run's setup)")
+            pytest.fail("CI must create the unprivileged test user (see tests/setup.sh)")
+        pytest.skip("no unprivileged test user (run tests/setup.sh as root)")
     return user
 
 

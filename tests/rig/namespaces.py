@@ -36,7 +36,7 @@ from typing import Any
 
 import psutil
 
-TEST_USER = "pyslirp4netns-test"  # created by .ci/run
+TEST_USER = "pyslirp4netns-test"  # created by tests/setup.sh
 REFERENCE = "/usr/bin/slirp4netns"
 NO_SUCH_PID = "2147483647"  # above any pid_max: can never name a live process
 READY_TIMEOUT = 30.0  # a daemon's start-up, up to its ready fd (the reference needs well under 1 s)

@@ -153,6 +153,7 @@ class Shell:
         if isinstance(result, RemoveHostfwd):
             self.socks.pop(result.rule.id).close()
             return result.reply
+        assert isinstance(result, AddHostfwd)  # get_stats is the daemon's (test_observability)
         try:
             sock = self.kernel.bind(result)
         except OSError:
@@ -196,9 +197,8 @@ ROWS_5_3 = [
     (add(host_addr="127.0.0.01"), ERR_HOST_ADDR),
     (add(host_addr="1.2.3.256"), ERR_HOST_ADDR),
     (add(host_addr=" 127.0.0.1"), ERR_HOST_ADDR),
-    # host_port missing, 0, wrong type
+    # host_port missing, cast to 0 (exactly 0 is our ephemeral-port extension), wrong type
     (raw_add(b'"proto":"tcp","guest_port":80'), ERR_HOST_PORT),
-    (add(port=0), ERR_HOST_PORT),
     (add(port=0.5), ERR_HOST_PORT),
     (add(port=-0.5), ERR_HOST_PORT),
     (add(port="8087"), ERR_HOST_PORT),
@@ -329,7 +329,7 @@ def test_checks_run_in_slirp4netns_order() -> None:
     all_bad = raw_add(b'"proto":"x","host_addr":"x","host_port":0,"guest_addr":"x","guest_port":0')
     assert shell(all_bad) == ERR_PROTO
     assert shell(all_bad.replace(b'"x","host_addr"', b'"tcp","host_addr"')) == ERR_HOST_ADDR
-    assert shell(raw_add(b'"proto":"tcp","host_port":0,"guest_addr":"x"')) == ERR_HOST_PORT
+    assert shell(raw_add(b'"proto":"tcp","host_port":0.5,"guest_addr":"x"')) == ERR_HOST_PORT
     assert shell(raw_add(b'"proto":"tcp","host_port":1,"guest_addr":"x"')) == ERR_GUEST_ADDR
     assert shell(raw_add(b'"proto":"tcp","host_port":1,"guest_port":0')) == ERR_GUEST_PORT
 
@@ -665,6 +665,18 @@ _not_a_port = st.one_of(
     st.text().map(lambda s: json.dumps(s)),
     st.sampled_from(["true", "false", "null", "[]", "{}", "[8080]", '{"a":8080}']),
 ).map(str.encode)
+
+
+def _is_zero(text: bytes) -> bool:
+    """A JSON number equal to 0: host_port's ephemeral-port extension, not an error."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return False
+    return type(value) in (int, float) and value == 0
+
+
+_not_a_host_port = _not_a_port.filter(lambda text: not _is_zero(text))
 _not_a_proto = st.one_of(
     st.text().filter(lambda s: s.split("\0")[0] not in ("tcp", "udp")).map(json.dumps),
     st.sampled_from(["6", "17", "true", "null", "[]", '["tcp"]', "{}"]),
@@ -718,7 +730,7 @@ def wrong_types(draw: st.DrawFn) -> bytes:
     elif field.endswith("addr"):
         fields[key] = json_text(draw(_not_an_address))
     else:
-        fields[key] = draw(_not_a_port)
+        fields[key] = draw(_not_a_host_port if field == "host_port" else _not_a_port)
     body = b",".join(b'"' + k + b'":' + v for k, v in fields.items())
     return b'{"execute":"add_hostfwd","arguments":{' + body + b"}}"
 

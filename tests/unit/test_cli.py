@@ -1048,3 +1048,201 @@ def test_splice_needs_a_namespace(
     assert outcome.code == 1
     assert outcome.err == f"--port-forward-mode=splice conflicts with {conflict}\n"
     assert ok(run("--port-forward-mode=tap", *args), out=outcome.out.replace(USAGE, ""))
+
+
+# --- `pyslirp4netns run [OPTION]... -- CMD` (pyslirp4netns/shell/run.py) ----------------------
+
+
+@pytest.fixture
+def fake_runner(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Requests that reached the runner, which reports 42 instead of starting anything."""
+    from pyslirp4netns.shell import run as run_command
+
+    seen: list[Any] = []
+
+    class Runner:
+        def __init__(self, request: run_command.Request, prog: str) -> None:
+            seen.append(request)
+
+        def run(self) -> int:
+            return 42
+
+    monkeypatch.setattr(run_command, "Runner", Runner)
+    return seen
+
+
+RUN_USAGE = "Usage: pyslirp4netns run [OPTION]... -- CMD [ARG]...\n"
+
+
+def test_run_hands_cmd_and_options_to_the_runner(fake_runner: list[Any]) -> None:
+    argv = ["pyslirp4netns", "run", "--mtu=1500", "-6", "--", "curl", "-s", "--mtu", "-r"]
+    assert cli.main(argv) == 42
+    (request,) = fake_runner
+    assert request.options == ("--mtu=1500", "-6")
+    assert request.command == ("curl", "-s", "--mtu", "-r")  # after --: CMD's own
+    assert (request.config.mtu, request.config.configure, request.config.enable_ipv6) == (
+        1500,
+        True,
+        True,
+    )
+
+
+def test_run_defaults_are_configure_and_mtu_65520(fake_runner: list[Any]) -> None:
+    assert cli.main(["pyslirp4netns", "run", "--", "true"]) == 42
+    config = fake_runner[0].config
+    assert (config.configure, config.mtu, config.disable_host_loopback) == (True, 65520, False)
+    assert fake_runner[0].options == ()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ([], "no CMD after --"),
+        (["--"], "no CMD after --"),
+        (["-c", "--mtu=1500"], "no CMD after --"),
+        (["curl", "http://10.0.2.2/"], "CMD goes after --: 'curl'"),
+        (["-c", "curl", "--", "x"], "CMD goes after --: 'curl'"),
+        (["--cidr", "--", "curl"], "CMD goes after --: 'curl'"),  # "--" was --cidr's value
+        (["-r", "3", "--", "true"], "--ready-fd is not for run: it serves its own namespace"),
+        (["--exit-fd=3", "--", "true"], "--exit-fd is not for run: it serves its own namespace"),
+        (["--userns-path=/proc/self/ns/user", "--", "true"], "--userns-path is not for run"),
+    ],
+)
+def test_run_usage_errors_exit_1(
+    fake_runner: list[Any], capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    assert cli.main(["pyslirp4netns", "run", *args]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(f"pyslirp4netns run: {message}") and err.endswith("\n" + RUN_USAGE)
+    assert fake_runner == []
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ("--bogus", "pyslirp4netns: unrecognized option '--bogus'\n"),
+        ("--mtu=0", "MTU must be a positive integer (< 65522)\n"),
+        ("--cidr=10.0.2.1/24", "CIDR needs to be a network address like 10.0.2.0/24"),
+        ("--port-forward-mode=x", '--port-forward-mode must be either "tap" or "splice"\n'),
+    ],
+)
+def test_run_options_get_the_daemons_checks_first(
+    fake_runner: list[Any], capsys: pytest.CaptureFixture[str], option: str, message: str
+) -> None:
+    """Checked before any namespace exists; slirp4netns's usage (PID|PATH) is not shown."""
+    assert cli.main(["pyslirp4netns", "run", option, "--", "true"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.startswith(message) and err.endswith(RUN_USAGE)
+    assert fake_runner == []
+
+
+def test_run_help_and_version(fake_runner: list[Any], capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["pyslirp4netns", "run", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(RUN_USAGE) and "--configure --mtu=65520" in out
+    assert cli.main(["pyslirp4netns", "run", "-v", "--", "true"]) == 0
+    assert capsys.readouterr().out.startswith("pyslirp4netns version ")
+    assert fake_runner == []
+
+
+def test_run_warnings_stay_off_stdout(
+    fake_runner: list[Any], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """-6's warning is the daemon's stdout, which run discards: stdout is CMD's alone."""
+    assert cli.main(["pyslirp4netns", "run", "-6", "--", "true"]) == 42
+    assert capsys.readouterr() == ("", "")
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["run"], True),
+        (["run", "--", "curl"], True),
+        (["run", "tap0"], True),  # slirp4netns: "PID must be a positive integer", exit 1
+        (["run", "--", "x", "--netns-type=path"], True),  # CMD's argument, not ours
+        (["-c", "run", "tap0"], False),
+        (["5", "run"], False),
+        (["running"], False),
+        (["run", "tap0", "--netns-type=path"], False),  # a netns file named "run"
+        (["run", "tap0", "--netns=path"], False),  # the abbreviation too
+        (["run", "--target-type=bess"], False),  # a BESS socket named "run"
+        ([], False),
+    ],
+)
+def test_run_is_argv1_unless_run_could_be_slirp4netns_target(
+    args: list[str], expected: bool
+) -> None:
+    assert cli.is_run(args) is expected
+
+
+def test_run_as_a_netns_path_or_bess_socket_stays_slirp4netns(
+    fake_daemon: list[Config], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "run").touch()
+    assert cli.main(["pyslirp4netns", "run", "tap0", "--netns-type=path", "-c"]) == 42
+    assert cli.main(["pyslirp4netns", "run", "--target-type=bess"]) == 42
+    path, bess = fake_daemon
+    assert (path.target, path.tapname, path.path_mode) == ("run", "tap0", True)
+    assert (bess.target, bess.target_type) == ("run", "bess")
+
+
+def test_slirp4netns_argv_never_reaches_the_runner(
+    fake_daemon: list[Config], fake_runner: list[Any]
+) -> None:
+    for argv in (["-c", "5", "tap0"], ["5", "run"], ["--", "5", "tap0"], ["-r", "3", "5", "run"]):
+        assert cli.main(["pyslirp4netns", *argv]) == 42
+    assert [c.tapname for c in fake_daemon] == ["tap0", "run", "tap0", "run"]
+    assert fake_runner == []
+
+
+def test_double_dash_still_feeds_slirp4netns_positionals(run: Callable[..., Outcome]) -> None:
+    assert ok(run("-c", "--", "5", "run")).tapname == "run"
+
+
+def test_run_daemon_argv_is_slirp4netns_argv_with_run_defaults_first(
+    fake_runner: list[Any],
+) -> None:
+    from pyslirp4netns.shell import run as run_command
+
+    cli.main(["pyslirp4netns", "run", "--mtu=9000", "--disable-host-loopback", "--", "true"])
+    request = fake_runner[0]
+    argv = run_command.daemon_argv(request, 4242, 7, 8)
+    assert argv[:3] == [sys.executable, "-m", "pyslirp4netns"]
+    assert argv[3:] == [
+        "--configure",
+        "--mtu=65520",
+        "--mtu=9000",
+        "--disable-host-loopback",
+        "-r",
+        "7",
+        "-e",
+        "8",
+        "4242",
+        "tap0",
+    ]
+    config = cli.parse(argv[3:], "pyslirp4netns")
+    assert config == Config(
+        target="4242",
+        pid=4242,
+        configure=True,
+        mtu=9000,
+        disable_host_loopback=True,
+        ready_fd=7,
+        exit_fd=8,
+    )
+
+
+def test_run_resolv_conf_names_the_dns_alias_and_keeps_search_domains(tmp_path: Path) -> None:
+    from pyslirp4netns.shell import run as run_command
+
+    host = tmp_path / "resolv.conf"
+    host.write_text("# comment\nnameserver 127.0.0.53\nsearch example.org\noptions edns0\n\n")
+    config = Config(target="1", cidr=IPv4Network("10.9.0.0/24"))
+    text = run_command.resolv_text(config, str(host))
+    assert text == "nameserver 10.9.0.3\nsearch example.org\noptions edns0\n"
+    assert run_command.resolv_text(Config(target="1"), str(tmp_path / "none")) == (
+        "nameserver 10.0.2.3\n"
+    )

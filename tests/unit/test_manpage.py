@@ -78,12 +78,24 @@ def test_required_sections() -> None:
         ".SH SYNOPSIS",
         ".SH DESCRIPTION",
         ".SH OPTIONS",
+        ".SH RUN",
         ".SH EXIT STATUS",
         ".SH ENVIRONMENT",
         ".SH EXAMPLES",
         ".SH COMPATIBILITY",
         ".SH SEE ALSO",
     ]
+
+
+def test_run_section_names_its_defaults_and_the_options_it_refuses() -> None:
+    from pyslirp4netns.shell import run
+
+    text = " ".join(_to_text(line) for line in _section("RUN"))
+    assert " ".join(run.DEFAULTS) in text
+    for option in [*run.NOT_FOR_RUN.values(), "--netns-type", "--target-type"]:
+        assert option in text
+    synopsis = " ".join(_to_text(line) for line in _section("SYNOPSIS")).replace("&", "")
+    assert "pyslirp4netns run [OPTION]... -- CMD [ARG]..." in synopsis
 
 
 def test_default_address_table() -> None:

@@ -369,7 +369,7 @@ def test_router_solicitation_gets_the_advertisement_of_the_contract() -> None:
     assert (ip.src, ip.dst, ip.hop_limit) == (v6("fe80::2"), v6("ff02::1"), 255)
     ra = icmpv6.decode(frame, ip.payload_offset, ip.payload_length, ip.src, ip.dst)
     assert ra.type == icmpv6.ROUTER_ADVERTISEMENT
-    assert ra.rest == 64 << 24 | 1800  # cur hop limit 64, M=0 O=0, lifetime 1800
+    assert ra.rest == 64 << 24 | 0x40 << 16 | 1800  # hop limit 64, M=0 O=1 (ours), lifetime 1800
     body = frame[ra.payload_offset :]
     assert body[:8] == bytes(8)  # reachable 0, retrans 0
     assert body[8:16] == b"\x01\x01\x52\x56\x00\x00\x00\x02"

@@ -23,7 +23,19 @@ from pyslirp4netns.wire.codec import (
 )
 from tests.rig.frames import reference_sum
 
-MODULES = ["vnet", "ethernet", "arp", "ipv4", "ipv6", "icmpv4", "icmpv6", "udp", "tcp", "dhcp"]
+MODULES = [
+    "vnet",
+    "ethernet",
+    "arp",
+    "ipv4",
+    "ipv6",
+    "icmpv4",
+    "icmpv6",
+    "udp",
+    "tcp",
+    "dhcp",
+    "dhcpv6",
+]
 
 
 def all_codecs() -> list[Codec]:
