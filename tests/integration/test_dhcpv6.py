@@ -6,6 +6,7 @@ sets the O flag: it is the proof that a stock client picks the resolver up on it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -13,6 +14,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.rig import SLAAC_WAIT, wait_until
@@ -74,6 +76,23 @@ def test_information_request_from_the_guest_gets_the_dns_alias(slirp) -> None:
     assert daemon.poll() is None
 
 
+def end_tree(pid: int) -> None:
+    """End the process we started and everything it forked, by PID, within a bounded wait."""
+    try:
+        root = psutil.Process(pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return
+    for proc in tree:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(tree, timeout=10)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=10)
+
+
 HOOK = """#!/bin/sh
 echo "$reason ${new_dhcp6_name_servers:-}" >> "$1"
 """
@@ -95,30 +114,29 @@ def test_dhcpcd_asks_because_of_the_o_flag_and_learns_fd00_3(slirp) -> None:
         argv = ["dhcpcd", "-6", "-B", "-f", "/dev/null", "-c", str(hook), "-t", "20"]
         argv += ["-o", "dhcp6_name_servers", "tap0"]  # ask for option 23 (RFC 3646)
         proc_argv = ["timeout", "25", *argv]
-        proc = subprocess.Popen(
-            guest.outer.prefix() + guest.prefix() + proc_argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_until(
-                lambda: "fd00::3" in log.read_text(),
-                25,
-                "dhcpcd's INFORM6 with fd00::3",
+        # dhcpcd forks privilege-separation helpers that inherit stdout: a file, not a pipe,
+        # so that reading what it printed never waits for a helper we have not ended yet.
+        with open(work / "output", "w+b") as output:
+            proc = subprocess.Popen(
+                guest.outer.prefix() + guest.prefix() + proc_argv,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
             )
-            events = log.read_text()
-            assert any(
-                line.split()[:2] == ["INFORM6", "fd00::3"] for line in events.splitlines()
-            ), events
-        finally:
-            proc.terminate()
             try:
-                output = proc.communicate(timeout=10)[0].decode(errors="replace")
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                output = proc.communicate(timeout=10)[0].decode(errors="replace")
-            print(output)
+                wait_until(
+                    lambda: "fd00::3" in log.read_text(),
+                    25,
+                    "dhcpcd's INFORM6 with fd00::3",
+                )
+                events = log.read_text()
+                assert any(
+                    line.split()[:2] == ["INFORM6", "fd00::3"] for line in events.splitlines()
+                ), events
+            finally:
+                end_tree(proc.pid)
+                output.seek(0)
+                print(output.read().decode(errors="replace"))
         assert daemon.poll() is None
     finally:
         shutil.rmtree(work, ignore_errors=True)
