@@ -24,11 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import select
 import shlex
-import signal
 import statistics
 import subprocess
 import sys
@@ -39,16 +37,14 @@ from pathlib import Path
 
 import psutil
 
+from benchmarks.common import Session, machine, quietly_close, signals_deferred, write_document
 from benchmarks.throughput import (
     GATEWAY,
     LISTEN_TIMEOUT,
     CellFailed,
-    Stop,
     daemon_pid,
     is_listening,
     last_line,
-    quietly_close,
-    signals_deferred,
 )
 from tests.rig import (
     CHECKOUT,
@@ -559,10 +555,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _raise_stop(signum: int, frame: object) -> None:
-    raise Stop(signal.Signals(signum).name)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if os.geteuid() != 0:
@@ -582,14 +574,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "client, the server and the daemons cannot hold them all",
             file=sys.stderr,
         )
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGHUP, _raise_stop)
-    machine = (
-        f"{platform.node()} {platform.release()}, {os.cpu_count()} CPUs, "
-        f"{platform.processor() or platform.machine()}"
-    )
     print(
-        f"# {machine}; {args.connections} connections, settle {args.settle:g}s, mtu {args.mtu}, "
+        f"# {machine()}; {args.connections} connections, settle {args.settle:g}s, mtu {args.mtu}, "
         f"{args.repeat} rounds; RLIMIT_NOFILE here {inherited[0]}/{inherited[1]}"
         + (f", daemons started with soft {args.daemon_nofile}" if args.daemon_nofile else ""),
         flush=True,
@@ -597,14 +583,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for v in variants:
         print(f"# {v.label}: {shlex.join(v.program)}", flush=True)
     cells: dict[str, list[Cell]] = {v.label: [] for v in variants}
-    started = time.monotonic()
-    interrupted = False
-    outer: Outer | None = None
-    try:
-        outer = Outer()
+    with Session() as session:
         for round_ in range(args.repeat):
             for variant in variants:
-                cell = one_cell(outer, variant, args)
+                cell = one_cell(session.outer, variant, args)
                 cells[variant.label].append(cell)
                 held = f"{mib(cell.held)} ({cell.connected}/{cell.wanted})"
                 print(
@@ -614,44 +596,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-    except KeyboardInterrupt as e:
-        interrupted = True
-        print(f"interrupted ({str(e) or 'SIGINT'}): partial results", file=sys.stderr)
-    finally:
-        if outer is not None:
-            with signals_deferred():
-                quietly_close(outer)
     summary = summarize(cells, variants)
     print()
     print(table(summary, cells, args.connections))
     print(details(cells))
-    elapsed = time.monotonic() - started
+    elapsed = session.elapsed()
     print(f"\n# {elapsed:.0f}s; ratio = median(ours) / median(slirp4netns); VmRSS in MiB")
     if args.json:
-        document = {
-            "script": "memory",
-            "command": shlex.join(["python3", "-m", "benchmarks.memory", *sys.argv[1:]]),
-            "machine": machine,
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-            "seconds": round(elapsed, 1),
-            "parameters": {
-                "connections": args.connections,
-                "settle": args.settle,
-                "mtu": args.mtu,
-                "repeat": args.repeat,
-                "daemon_nofile": args.daemon_nofile,
-                "nofile_here": f"{inherited[0]}/{inherited[1]}",
-            },
-            "runs": [
-                {"variant": label, "round": i + 1, **vars(c)}
-                for label, runs in cells.items()
-                for i, c in enumerate(runs)
-            ],
-            "summary": summary,
+        parameters: dict[str, object] = {
+            "connections": args.connections,
+            "settle": args.settle,
+            "mtu": args.mtu,
+            "repeat": args.repeat,
+            "daemon_nofile": args.daemon_nofile,
+            "nofile_here": f"{inherited[0]}/{inherited[1]}",
         }
-        Path(args.json).write_text(json.dumps(document, indent=1) + "\n")
+        runs: list[dict[str, object]] = [
+            {"variant": label, "round": i + 1, **vars(c)}
+            for label, rounds in cells.items()
+            for i, c in enumerate(rounds)
+        ]
+        write_document(args.json, "memory", elapsed, parameters, runs, summary)
         print(f"# figures written to {args.json}")
-    return 130 if interrupted else 0
+    return session.status
 
 
 if __name__ == "__main__":

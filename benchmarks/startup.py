@@ -12,16 +12,12 @@ checkout root as ``python3 -m benchmarks.startup --repeat 10``.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
-import shlex
 import statistics
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
+from benchmarks.common import Session, write_document
 from tests.rig import REFERENCE, Guest, Outer, start_ready
 
 HARDENING = ["--enable-sandbox", "--enable-seccomp"]
@@ -42,12 +38,11 @@ def one_run(outer: Outer, program: list[str] | None, flags: list[str]) -> float:
         guest.close()
 
 
-def main(argv: Sequence[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python3 -m benchmarks.startup", description=__doc__)
     p.add_argument("--repeat", type=int, default=10, help="runs per variant")
     p.add_argument("--json", metavar="FILE", help="also write every run to FILE (for report.py)")
     args = p.parse_args(argv)
-    started = time.monotonic()
     variants = [
         ("pyslirp4netns", None, []),
         ("pyslirp4netns hardened", None, HARDENING),
@@ -55,13 +50,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         ("slirp4netns hardened", [REFERENCE], HARDENING),
     ]
     times: dict[str, list[float]] = {name: [] for name, _, _ in variants}
-    outer = Outer()
-    try:
+    with Session() as session:
         for _ in range(args.repeat):
             for name, program, flags in variants:
-                times[name].append(one_run(outer, program, flags))
-    finally:
-        outer.close()
+                times[name].append(one_run(session.outer, program, flags))
     print(f"{'variant':24} {'median':>10} {'best':>10}  (argv to ready byte, {args.repeat} runs)")
     summary = []
     for name, runs in times.items():
@@ -87,20 +79,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             }
         )
     if args.json:
-        document = {
-            "script": "startup",
-            "command": shlex.join(["python3", "-m", "benchmarks.startup", *sys.argv[1:]]),
-            "machine": f"{platform.node()} {platform.release()}, {os.cpu_count()} CPUs, "
-            f"{platform.processor() or platform.machine()}",
-            "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-            "seconds": round(time.monotonic() - started, 1),
-            "parameters": {"repeat": args.repeat},
-            "runs": [{"variant": name, "seconds": t} for name, runs in times.items() for t in runs],
-            "summary": summary,
-        }
-        Path(args.json).write_text(json.dumps(document, indent=1) + "\n")
+        every: list[dict[str, object]] = [
+            {"variant": name, "seconds": t} for name, runs in times.items() for t in runs
+        ]
+        write_document(
+            args.json, "startup", session.elapsed(), {"repeat": args.repeat}, every, summary
+        )
         print(f"# runs written to {args.json}")
+    return session.status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -37,7 +37,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import re
 import shlex
 import signal
@@ -47,12 +46,11 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType
 
+from benchmarks.common import Session, machine, quietly_close, signals_deferred, write_document
 from tests.rig import (
     CHECKOUT,
     REFERENCE,
@@ -220,37 +218,6 @@ class Row:
     def rss_median_kib(self) -> float | None:
         rss = [r.rss_kib for r in self.runs if r.rss_kib is not None]
         return statistics.median(rss) if rss else None
-
-
-# -- cleanup that survives Ctrl-C ----------------------------------------------------------------
-
-
-class Stop(KeyboardInterrupt):
-    """SIGTERM/SIGHUP turned into the same unwinding as Ctrl-C, so every ``finally`` runs."""
-
-
-def _raise_stop(signum: int, frame: FrameType | None) -> None:
-    raise Stop(signal.Signals(signum).name)
-
-
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT/SIGTERM while tearing down, so a second Ctrl-C cannot leave a process behind;
-    a signal that arrived meanwhile is delivered (and raises) right after."""
-    held = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
-
-
-def quietly_close(closer: object) -> None:
-    """Call ``closer.close()``; a failure to clean one thing must not stop cleaning the rest."""
-    try:
-        closer.close()  # type: ignore[attr-defined]
-    except Exception as e:
-        print(f"cleanup: {type(closer).__name__}.close(): {e}", file=sys.stderr)
 
 
 # -- one cell ------------------------------------------------------------------------------------
@@ -691,24 +658,15 @@ def write_json(path: str, rows: Sequence[Row], args: argparse.Namespace, seconds
                 "failed": sum(1 for r in row.runs if r.value is None),
             }
         )
-    document = {
-        "script": "throughput",
-        "command": shlex.join(["python3", "-m", "benchmarks.throughput", *sys.argv[1:]]),
-        "machine": f"{platform.node()} {platform.release()}, {os.cpu_count()} CPUs, "
-        f"{platform.processor() or platform.machine()}",
-        "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "seconds": round(seconds, 1),
-        "parameters": {
-            "duration": args.duration,
-            "repeat": args.repeat,
-            "mtu": args.mtu,
-            "rootless": args.rootless,
-            "conn_clients": args.conn_clients,
-        },
-        "runs": [run_json(row.scenario, row.variant, run) for row in rows for run in row.runs],
-        "summary": summary,
+    parameters: dict[str, object] = {
+        "duration": args.duration,
+        "repeat": args.repeat,
+        "mtu": args.mtu,
+        "rootless": args.rootless,
+        "conn_clients": args.conn_clients,
     }
-    Path(path).write_text(json.dumps(document, indent=1) + "\n")
+    runs = [run_json(row.scenario, row.variant, run) for row in rows for run in row.runs]
+    write_document(path, "throughput", seconds, parameters, runs, summary)
 
 
 def latency_summary(rows: Sequence[Row]) -> str:
@@ -1089,9 +1047,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"throughput.py: {reference.program[0]} missing: no reference rows", file=sys.stderr)
         variants.remove(reference)
         reference = None
-    signal.signal(signal.SIGTERM, _raise_stop)
-    signal.signal(signal.SIGHUP, _raise_stop)
-
     # idle is compared with the same binary's g2h; slirp4netns's network stops while an API
     # client is idle (contract §5.1), so its idle cells would only time out.
     rows = [
@@ -1102,7 +1057,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     total = len(rows) * args.repeat
     print(
-        f"# {platform.node()} {platform.release()}, {os.cpu_count()} CPUs; "
+        f"# {machine()}; "
         f"{args.duration:g}s x {args.repeat} per cell, "
         f"{'rootless' if args.rootless else 'root'}-style guests",
         flush=True,
@@ -1112,17 +1067,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         line = " ".join([*shown, shlex.join(v.program), *([v.note] if v.note else [])])
         print(f"# {v.label}: {line}", flush=True)
 
-    interrupted = False
-    outer: Outer | None = None
-    started = time.monotonic()
-    try:
-        outer = Outer()
+    with Session() as session:
         done = 0
         for scenario in scenarios:
             for repeat in range(args.repeat):
                 # A B C A B C: a slow spell of the machine lands on every binary, not one.
                 for row in (r for r in rows if r.scenario == scenario):
-                    run = run_cell(outer, row.variant, scenario, args)
+                    run = run_cell(session.outer, row.variant, scenario, args)
                     row.runs.append(run)
                     done += 1
                     result = (
@@ -1137,13 +1088,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         file=sys.stderr,
                         flush=True,
                     )
-    except KeyboardInterrupt as e:
-        interrupted = True
-        print(f"interrupted ({str(e) or 'SIGINT'}): partial results", file=sys.stderr)
-    finally:
-        if outer is not None:
-            with signals_deferred():
-                quietly_close(outer)
     print()
     baseline = next((v for v in variants if v.baseline), None)
     print(table([r for r in rows if r.runs], reference, baseline))
@@ -1153,11 +1097,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if baseline is not None:
         legend += "; ours/baseline = median(ours) / median(baseline)"
     legend += "; CPU = the daemon's utime+stime per GB received, round trip or connection"
-    print(f"\n# {time.monotonic() - started:.0f}s; {legend}")
+    print(f"\n# {session.elapsed():.0f}s; {legend}")
     if args.json:
-        write_json(args.json, [r for r in rows if r.runs], args, time.monotonic() - started)
+        write_json(args.json, [r for r in rows if r.runs], args, session.elapsed())
         print(f"# runs written to {args.json}")
-    return 130 if interrupted else 0
+    return session.status
 
 
 if __name__ == "__main__":

@@ -113,12 +113,13 @@ class Reassembler(Generic[T]):
         payload: bytes | bytearray | memoryview,
         now: float,
         first: T | None = None,
-    ) -> tuple[T | None, bytes] | None:
+    ) -> tuple[T, bytes] | None:
         """Take one fragment; the reassembled ``(first, payload)`` when it completes a datagram.
 
         ``key``: (src, dst, identification, protocol) for IPv4 (RFC 791 §3.2), (src, dst,
         identification) for IPv6 (RFC 8200 §4.5). ``offset`` in bytes. ``payload`` may be a
-        view of a reused buffer: it is copied. ``first`` is kept from the offset-0 fragment.
+        view of a reused buffer: it is copied. ``first`` is kept from the offset-0 fragment;
+        a datagram whose offset-0 fragment came without one is never delivered.
         Call ``expire(now)`` once ``next_deadline()`` has passed: ``add`` never expires.
         """
         data = bytes(payload)
@@ -130,7 +131,7 @@ class Reassembler(Generic[T]):
             if length > self.max_size:
                 self.dropped["too big"] += 1
                 return None
-            return (first, data)
+            return None if first is None else (first, data)
 
         datagrams = self._datagrams
         datagram = datagrams.get(key)
@@ -190,6 +191,8 @@ class Reassembler(Generic[T]):
         # received cover it all (RFC 791 §3.2: "all fragments received").
         del datagrams[key]
         self.held_bytes -= datagram.held
+        if datagram.first is None:
+            return None
         return (datagram.first, b"".join(chunks))
 
     def next_deadline(self) -> float | None:

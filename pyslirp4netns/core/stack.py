@@ -174,10 +174,7 @@ class Stack:
         )
         if done is None:
             return
-        head, payload = done
-        if head is None:
-            return
-        first_eth, first_ip, header = head
+        (first_eth, first_ip, header), payload = done
         # The transport header is now contiguous after the first fragment's IP header.
         whole = header + payload
         self._ipv4_payload(first_eth, first_ip, whole, len(header), len(payload), 0, now, False, 0)
@@ -263,10 +260,7 @@ class Stack:
         )
         if done is None:
             return
-        head, payload = done
-        if head is None:
-            return
-        first_eth, protocol, _ = head
+        (first_eth, protocol, _), payload = done
         header = ipv6.encode(
             ip.src,
             ip.dst,

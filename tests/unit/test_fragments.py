@@ -88,6 +88,15 @@ def test_first_comes_from_the_offset_zero_fragment_whenever_it_arrives() -> None
     assert r.add(KEY, 2048, True, fragments[2][2], 0.0, "nor me") == (FIRST, PAYLOAD)
 
 
+def test_a_datagram_whose_offset_zero_fragment_had_no_first_is_not_delivered() -> None:
+    r = Reassembler[str]()
+    fragments = pieces(PAYLOAD, 1024)
+    for offset, more, data in fragments:
+        assert r.add(KEY, offset, more, data, 0.0) is None
+    assert r.add(KEY, 0, False, PAYLOAD, 0.0) is None  # unfragmented, but nothing to hand on
+    assert_empty(r)
+
+
 def test_unfragmented_datagram_is_returned_at_once_and_not_held() -> None:
     r = Reassembler[str]()
     assert r.add(KEY, 0, False, PAYLOAD, 0.0, FIRST) == (FIRST, PAYLOAD)

@@ -119,14 +119,16 @@ def test_largest_reply_is_fragmented_to_the_mtu_and_reassembles(mtu: int) -> Non
     assert all(len(f) <= mtu + ethernet.SIZE for f in frames)
     assert len(frames) == (2 if mtu == 65520 else 45)  # 65535 bytes never fit either
     reassembler: Reassembler[bytes] = Reassembler()
-    done: tuple[bytes | None, bytes] | None = None
+    done: tuple[bytes, bytes] | None = None
     for frame in frames:
         ip = ipv4.decode(frame, ethernet.SIZE)
         chunk = frame[ip.payload_offset : ip.payload_offset + ip.payload_length]
         if not ip.more_fragments and not ip.fragment_offset:
             done = (b"", chunk)
         else:
-            done = reassembler.add(1, ip.fragment_offset, ip.more_fragments, chunk, 0.0) or done
+            first = b"" if not ip.fragment_offset else None
+            fragment = (1, ip.fragment_offset, ip.more_fragments, chunk, 0.0, first)
+            done = reassembler.add(*fragment) or done
     assert done is not None
     whole = done[1]
     datagram = udp.decode(whole)
