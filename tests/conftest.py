@@ -1,1 +1,11 @@
-from tests.rig.fixtures import api_dir, make_daemon, make_guest, outer, pipes, slirp, unpriv  # noqa: F401
+from tests.rig.fixtures import (  # noqa: F401
+    api_dir,
+    api_path,
+    background,
+    make_daemon,
+    make_guest,
+    outer,
+    pipes,
+    slirp,
+    unpriv,
+)

@@ -5,12 +5,19 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.rig import PROGRAMS, TCP_TOOL, UDP_CLIENT, UDP_SERVER, Background, Remote, api_request
+from tests.rig import (
+    PROGRAMS,
+    TCP_TOOL,
+    UDP_CLIENT,
+    UDP_SERVER,
+    Background,
+    Remote,
+    add_hostfwd,
+    api_request,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -25,34 +32,6 @@ def api(path: str, request: dict[str, object]) -> dict[str, object]:
     return reply
 
 
-def add(path: str, proto: str, host: str, host_port: int, guest: str, guest_port: int) -> int:
-    arguments = {
-        "proto": proto,
-        "host_addr": host,
-        "host_port": host_port,
-        "guest_addr": guest,
-        "guest_port": guest_port,
-    }
-    reply = api(path, {"execute": "add_hostfwd", "arguments": arguments})
-    assert "return" in reply, reply
-    ret = reply["return"]
-    assert isinstance(ret, dict)
-    return int(ret["id"])
-
-
-@pytest.fixture
-def api_path(api_dir: Path) -> str:
-    return str(api_dir / "api.sock")
-
-
-@pytest.fixture
-def background() -> Iterator[list[Background]]:
-    started: list[Background] = []
-    yield started
-    for process in started:
-        process.close()
-
-
 @pytest.mark.parametrize("program", PROGRAMS)
 def test_tcp_forward_shows_the_gateway_for_loopback_and_the_real_remote_address(
     slirp, outer, api_path, background, program
@@ -65,7 +44,7 @@ def test_tcp_forward_shows_the_gateway_for_loopback_and_the_real_remote_address(
             [*TCP_TOOL, "serve", "whoami", "8080", "--bind", "0.0.0.0"],
         )
         background.append(server)
-        add(api_path, "tcp", "0.0.0.0", 18080, "", 8080)  # "" = 10.0.2.100
+        add_hostfwd(api_path, "tcp", "0.0.0.0", 18080, "", 8080)  # "" = 10.0.2.100
         local = outer.run([*TCP_TOOL, "read", "127.0.0.1", "18080"]).stdout.decode().strip()
         assert local == "10.0.2.2", daemon.stderr
         far = remote.run([*TCP_TOOL, "read", Remote.HOST4, "18080"]).stdout.decode().strip()
@@ -84,8 +63,8 @@ def test_tcp_forward_carries_data_both_ways_and_refusal_resets(
         outer.prefix() + guest.prefix(), [*TCP_TOOL, "serve", "sink", "9000", "--bind", "0.0.0.0"]
     )
     background.append(sink)
-    add(api_path, "tcp", "127.0.0.1", 19000, "10.0.2.100", 9000)
-    add(api_path, "tcp", "127.0.0.1", 19001, "10.0.2.100", 9001)  # nothing listens there
+    add_hostfwd(api_path, "tcp", "127.0.0.1", 19000, "10.0.2.100", 9000)
+    add_hostfwd(api_path, "tcp", "127.0.0.1", 19001, "10.0.2.100", 9001)  # nothing listens there
     digest = outer.run([*TCP_TOOL, "digest", "-", "--size", str(size)]).stdout.decode().strip()
     sent = outer.run([*TCP_TOOL, "send", "127.0.0.1", "19000", "--size", str(size)], timeout=60)
     assert sent.stdout.decode().split() == [str(size), digest], daemon.stderr
@@ -101,7 +80,7 @@ def test_udp_forward_round_trips_1000_datagrams(slirp, outer, api_path, backgrou
         [*UDP_SERVER, "echo", "--bind", "0.0.0.0", "--port", "5353"],
     )
     background.append(echo)
-    add(api_path, "udp", "127.0.0.1", 15353, "", 5353)
+    add_hostfwd(api_path, "udp", "127.0.0.1", 15353, "", 5353)
     out = outer.run([*UDP_CLIENT, "echo", "127.0.0.1", "15353", "--count", "1000"], timeout=120)
     summary = json.loads(out.stdout)
     assert summary == {**summary, "ok": 1000, "mismatched": 0, "lost": 0}, daemon.stderr
@@ -117,7 +96,7 @@ def test_udp_forward_answers_loopback_clients_with_host_loopback_disabled(
         [*UDP_SERVER, "echo", "--bind", "0.0.0.0", "--port", "5353"],
     )
     background.append(echo)
-    add(api_path, "udp", "127.0.0.1", 15354, "", 5353)
+    add_hostfwd(api_path, "udp", "127.0.0.1", 15354, "", 5353)
     out = outer.run([*UDP_CLIENT, "once", "127.0.0.1", "15354", "--payload", "hi"])
     assert out.stdout.decode().strip() == "hi", daemon.stderr
 
@@ -130,11 +109,11 @@ def test_ipv6_forward_to_an_ipv6_guest(slirp, outer, api_path, background) -> No
         outer.prefix() + guest.prefix(), [*TCP_TOOL, "serve", "whoami", "8080", "--bind", "::"]
     )
     background.append(server)
-    add(api_path, "tcp", "::1", 18086, "fd00::100", 8080)
+    add_hostfwd(api_path, "tcp", "::1", 18086, "fd00::100", 8080)
     seen = outer.run([*TCP_TOOL, "read", "::1", "18086"]).stdout.decode().strip()
     assert seen == "fd00::2", daemon.stderr
     # an IPv4 listener may lead to an IPv6 guest too
-    add(api_path, "tcp", "127.0.0.1", 18087, "fd00::100", 8080)
+    add_hostfwd(api_path, "tcp", "127.0.0.1", 18087, "fd00::100", 8080)
     assert outer.run([*TCP_TOOL, "read", "127.0.0.1", "18087"]).stdout.decode().strip() == "fd00::2"
 
 
@@ -147,7 +126,7 @@ def test_removed_forward_stops_listening_but_open_connections_go_on(
         outer.prefix() + guest.prefix(), [*TCP_TOOL, "serve", "echo", "7007", "--bind", "0.0.0.0"]
     )
     background.append(echo)
-    rule = add(api_path, "tcp", "127.0.0.1", 17007, "", 7007)
+    rule = add_hostfwd(api_path, "tcp", "127.0.0.1", 17007, "", 7007)
     script = (
         "import socket, sys, json, time\n"
         "s = socket.create_connection(('127.0.0.1', 17007), timeout=5)\n"

@@ -9,11 +9,9 @@ the namespace helper goes away with the daemon.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
@@ -28,7 +26,7 @@ from tests.rig import (
     Guest,
     Outer,
     User,
-    api_request,
+    add_hostfwd,
     start_ready,
     wait_until,
 )
@@ -137,37 +135,12 @@ s.close()
 """
 
 
-def add(path: str, host: str, host_port: int, guest: str, guest_port: int) -> None:
-    arguments = {
-        "proto": "tcp",
-        "host_addr": host,
-        "host_port": host_port,
-        "guest_addr": guest,
-        "guest_port": guest_port,
-    }
-    reply = json.loads(api_request(path, {"execute": "add_hostfwd", "arguments": arguments}))
-    assert "return" in reply, reply
-
-
 def fd_count(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def helpers(daemon: Daemon) -> list[psutil.Process]:
     return psutil.Process(daemon.pid).children()
-
-
-@pytest.fixture
-def api_path(api_dir: Path) -> str:
-    return str(api_dir / "api.sock")
-
-
-@pytest.fixture
-def background() -> Iterator[list[Background]]:
-    started: list[Background] = []
-    yield started
-    for process in started:
-        process.close()
 
 
 def in_guest(
@@ -188,7 +161,7 @@ def test_four_megabytes_each_way_arrive_unchanged(
 ) -> None:
     guest, daemon = slirp(None, extra=[SPLICE, "-a", api_path], rootless=rootless)
     in_guest(outer, guest, [*TCP_TOOL, "serve", "echo", "7007", "--bind", "0.0.0.0"], background)
-    add(api_path, "127.0.0.1", 17007, "", 7007)
+    add_hostfwd(api_path, "tcp", "127.0.0.1", 17007, "", 7007)
     size = 4 << 20
     out = outer.run(script(ROUND_TRIP, "127.0.0.1", 17007, size), timeout=60).stdout.split()
     sent, count, got = out[0].decode(), int(out[1]), out[2].decode()
@@ -200,8 +173,8 @@ def test_guest_sees_its_own_address_as_the_peer(slirp, outer, api_path, backgrou
     guest, daemon = slirp(None, extra=[SPLICE, "-a", api_path, "--enable-ipv6"])
     guest.run(["ip", "-6", "addr", "add", "fd00::100/64", "dev", "tap0", "nodad"])
     in_guest(outer, guest, [*TCP_TOOL, "serve", "whoami", "8080", "--bind", "::"], background)
-    add(api_path, "127.0.0.1", 18080, "", 8080)  # "" = 10.0.2.100
-    add(api_path, "::1", 18086, "fd00::100", 8080)
+    add_hostfwd(api_path, "tcp", "127.0.0.1", 18080, "", 8080)  # "" = 10.0.2.100
+    add_hostfwd(api_path, "tcp", "::1", 18086, "fd00::100", 8080)
     seen = outer.run([*TCP_TOOL, "read", "127.0.0.1", "18080"]).stdout.decode().strip()
     assert seen in ("10.0.2.100", "::ffff:10.0.2.100"), daemon.stderr
     seen6 = outer.run([*TCP_TOOL, "read", "::1", "18086"]).stdout.decode().strip()
@@ -218,7 +191,7 @@ def test_host_half_close_then_guest_data(slirp, outer, api_path, background) -> 
         [*TCP_TOOL, "serve", "halfsrc", "9000", "--bind", "0.0.0.0", "--size", str(size)],
         background,
     )
-    add(api_path, "127.0.0.1", 19000, "", 9000)
+    add_hostfwd(api_path, "tcp", "127.0.0.1", 19000, "", 9000)
     digest = outer.run([*TCP_TOOL, "digest", "-", "--size", str(size)]).stdout.decode().strip()
     out = outer.run([*TCP_TOOL, "halfsend", "127.0.0.1", "19000", "--size", str(1 << 20)])
     assert out.stdout.decode().split() == [str(size), digest], daemon.stderr
@@ -229,7 +202,7 @@ def test_guest_half_close_then_host_data(slirp, outer, api_path, background) -> 
     guest, daemon = slirp(None, extra=[SPLICE, "-a", api_path])
     size = 2 << 20
     server = in_guest(outer, guest, script(SEND_THEN_READ, 9100, size), background)
-    add(api_path, "127.0.0.1", 19100, "", 9100)
+    add_hostfwd(api_path, "tcp", "127.0.0.1", 19100, "", 9100)
     host = outer.run(script(READ_THEN_SEND, "127.0.0.1", 19100, size), timeout=60)
     got, got_digest, sent_digest, end = host.stdout.decode().split()
     guest_sent, guest_count, guest_got = server.output(timeout=30).split()
@@ -240,7 +213,7 @@ def test_guest_half_close_then_host_data(slirp, outer, api_path, background) -> 
 
 def test_refused_guest_port_resets_the_client_promptly(slirp, outer, api_path) -> None:
     guest, daemon = slirp(None, extra=[SPLICE, "-a", api_path])
-    add(api_path, "127.0.0.1", 19001, "", 9001)  # nothing listens there
+    add_hostfwd(api_path, "tcp", "127.0.0.1", 19001, "", 9001)  # nothing listens there
     outcome, seconds = outer.run(script(OUTCOME, "127.0.0.1", 19001)).stdout.decode().split()
     assert outcome == "ConnectionResetError", daemon.stderr
     assert float(seconds) < 2
@@ -249,7 +222,7 @@ def test_refused_guest_port_resets_the_client_promptly(slirp, outer, api_path) -
 def test_guest_reset_resets_the_client(slirp, outer, api_path, background) -> None:
     guest, daemon = slirp(None, extra=[SPLICE, "-a", api_path])
     in_guest(outer, guest, [*TCP_TOOL, "serve", "reset", "9002", "--bind", "0.0.0.0"], background)
-    add(api_path, "127.0.0.1", 19002, "", 9002)
+    add_hostfwd(api_path, "tcp", "127.0.0.1", 19002, "", 9002)
     outcome, seconds = outer.run(script(OUTCOME, "127.0.0.1", 19002)).stdout.decode().split()
     assert outcome == "ConnectionResetError", daemon.stderr
     assert float(seconds) < 2
@@ -258,7 +231,7 @@ def test_guest_reset_resets_the_client(slirp, outer, api_path, background) -> No
 def test_client_reset_resets_the_guest(slirp, outer, api_path, background) -> None:
     guest, daemon = slirp(None, extra=[SPLICE, "-a", api_path])
     server = in_guest(outer, guest, script(REPORT, 9003), background)
-    add(api_path, "127.0.0.1", 19003, "", 9003)
+    add_hostfwd(api_path, "tcp", "127.0.0.1", 19003, "", 9003)
     outer.run(script(RESET, "127.0.0.1", 19003))
     assert server.output(timeout=10).strip() == "ConnectionResetError", daemon.stderr
 
@@ -266,7 +239,7 @@ def test_client_reset_resets_the_guest(slirp, outer, api_path, background) -> No
 def test_fifty_connections_at_once_and_no_fd_left(slirp, outer, api_path, background) -> None:
     guest, daemon = slirp(None, extra=[SPLICE, "-a", api_path])
     in_guest(outer, guest, [*TCP_TOOL, "serve", "echo", "7008", "--bind", "0.0.0.0"], background)
-    add(api_path, "127.0.0.1", 17008, "", 7008)
+    add_hostfwd(api_path, "tcp", "127.0.0.1", 17008, "", 7008)
     echo = [*TCP_TOOL, "echo", "127.0.0.1", "17008", "--size", str(256 << 10)]
     assert outer.run([*echo, "--count", "1"]).stdout.decode().split() == ["ok", "1"]
     before = fd_count(daemon.pid)
@@ -283,7 +256,7 @@ def test_rootless_daemon_as_an_unprivileged_user(
     api_path = str(api_dir / "api.sock")
     guest, daemon = slirp(None, extra=[SPLICE, "-a", api_path], user=unpriv)
     in_guest(outer, guest, [*TCP_TOOL, "serve", "echo", "7009", "--bind", "0.0.0.0"], background)
-    add(api_path, "127.0.0.1", 17009, "", 7009)
+    add_hostfwd(api_path, "tcp", "127.0.0.1", 17009, "", 7009)
     size = 4 << 20
     out = outer.run(script(ROUND_TRIP, "127.0.0.1", 17009, size), timeout=60).stdout.split()
     assert (int(out[1]), out[2]) == (size, out[0]), daemon.stderr
@@ -300,7 +273,7 @@ def test_path_mode_as_podman_starts_it(
     args = [SPLICE, "-a", api_path, *userns, "--netns-type=path", "-c", "-r", "3"]
     daemon = start_ready(make_daemon, [*args, f"/proc/{guest.pid}/ns/net", "tap0"])
     in_guest(outer, guest, [*TCP_TOOL, "serve", "echo", "7012", "--bind", "0.0.0.0"], background)
-    add(api_path, "127.0.0.1", 17012, "", 7012)
+    add_hostfwd(api_path, "tcp", "127.0.0.1", 17012, "", 7012)
     size = 1 << 20
     out = outer.run(script(ROUND_TRIP, "127.0.0.1", 17012, size), timeout=60).stdout.split()
     assert (int(out[1]), out[2]) == (size, out[0]), daemon.stderr
@@ -312,8 +285,8 @@ def test_sandbox_and_seccomp(slirp, outer, api_path, background, rootless) -> No
     guest, daemon = slirp(None, extra=[*hardening, SPLICE, "-a", api_path], rootless=rootless)
     assert "Seccomp:\t2" in Path(f"/proc/{daemon.pid}/status").read_text()
     in_guest(outer, guest, [*TCP_TOOL, "serve", "echo", "7010", "--bind", "0.0.0.0"], background)
-    add(api_path, "127.0.0.1", 17010, "", 7010)
-    add(api_path, "127.0.0.1", 17011, "", 7011)  # refused
+    add_hostfwd(api_path, "tcp", "127.0.0.1", 17010, "", 7010)
+    add_hostfwd(api_path, "tcp", "127.0.0.1", 17011, "", 7011)  # refused
     size = 4 << 20
     out = outer.run(script(ROUND_TRIP, "127.0.0.1", 17010, size), timeout=60).stdout.split()
     assert (int(out[1]), out[2]) == (size, out[0]), daemon.stderr
@@ -327,9 +300,7 @@ def test_sandbox_and_seccomp(slirp, outer, api_path, background, rootless) -> No
 def test_udp_forwards_are_unchanged(slirp, outer, api_path, background) -> None:
     guest, daemon = slirp(None, extra=[SPLICE, "-a", api_path])
     in_guest(outer, guest, [*UDP_SERVER, "echo", "--bind", "0.0.0.0", "--port", "5353"], background)
-    arguments = {"proto": "udp", "host_addr": "127.0.0.1", "host_port": 15353, "guest_port": 5353}
-    reply = json.loads(api_request(api_path, {"execute": "add_hostfwd", "arguments": arguments}))
-    assert "return" in reply, reply
+    add_hostfwd(api_path, "udp", "127.0.0.1", 15353, "", 5353)
     out = outer.run([*UDP_CLIENT, "once", "127.0.0.1", "15353", "--payload", "hi"])
     assert out.stdout.decode().strip() == "hi", daemon.stderr
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from .namespaces import Daemon, Guest, Outer, User, start_ready
+from .namespaces import Background, Daemon, Guest, Outer, User, start_ready
 
 
 @pytest.fixture(scope="session")
@@ -120,3 +120,18 @@ def api_dir() -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def api_path(api_dir: Path) -> str:
+    """The API socket's path (``-a``) inside ``api_dir``."""
+    return str(api_dir / "api.sock")
+
+
+@pytest.fixture
+def background() -> Iterator[list[Background]]:
+    """Processes a test starts and leaves running: each closed (ended by PID) afterwards."""
+    started: list[Background] = []
+    yield started
+    for process in started:
+        process.close()

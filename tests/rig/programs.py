@@ -60,3 +60,19 @@ def ask(path: str, request: bytes, half_close: bool = True, timeout: float = 5) 
 def api_request(path: str, request: dict[str, object]) -> bytes:
     """One request as podman sends it (JSON, newline, half-close)."""
     return ask(path, json.dumps(request).encode() + b"\n")
+
+
+def add_hostfwd(
+    path: str, proto: str, host: str, host_port: int, guest: str, guest_port: int
+) -> int:
+    """One ``add_hostfwd`` that must succeed; the new rule's id."""
+    arguments = {
+        "proto": proto,
+        "host_addr": host,
+        "host_port": host_port,
+        "guest_addr": guest,
+        "guest_port": guest_port,
+    }
+    reply = json.loads(api_request(path, {"execute": "add_hostfwd", "arguments": arguments}))
+    assert "return" in reply, reply
+    return int(reply["return"]["id"])
