@@ -104,7 +104,7 @@ def test_refused_port_is_refused_quickly(slirp, program) -> None:
 
 @pytest.mark.parametrize("program", PROGRAMS)
 def test_peer_reset_reaches_the_guest(slirp, tcp_server, program) -> None:
-    resetter = tcp_server("reset")
+    resetter = tcp_server("late-reset")
     guest, _ = slirp(program)
     outcome = guest.run([*TOOL, "readreset", "10.0.2.2", resetter.line]).stdout.decode().strip()
     assert outcome in ("ConnectionResetError", "BrokenPipeError"), outcome

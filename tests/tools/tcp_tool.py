@@ -10,6 +10,7 @@ serve MODE: listen on --bind:--port (0 = any), print the port, then for each con
   halfsrc read to EOF (counting), then send --size bytes and close (data after the peer's FIN)
   slow    read at --rate bytes/s until EOF
   reset   accept, then close with RST at once
+  late-reset  accept, read one byte, then close with RST
   whoami  send the peer's address, then close
 Clients: send (send --size, half-close, print the sink's answer), recv (read to EOF, print
 "<bytes> <sha256>"), echo (N parallel connections each echoing --size bytes; prints "ok N"),
@@ -83,7 +84,12 @@ def serve_one(conn: socket.socket, args: argparse.Namespace) -> None:
         elif args.mode == "slow":
             while conn.recv(max(1, args.rate // 10)):
                 time.sleep(0.1)
-        elif args.mode == "reset":
+        elif args.mode in ("reset", "late-reset"):
+            if args.mode == "late-reset":
+                # Reset once the client's first byte is in: a reset racing the connect reaches
+                # the guest as a refused connection (slirp4netns's handshake is not over until
+                # its host connect completes), not as a peer reset.
+                conn.recv(1)
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         elif args.mode == "whoami":
             conn.sendall(str(conn.getpeername()[0]).encode())
@@ -104,7 +110,7 @@ def serve(args: argparse.Namespace) -> None:
     print(listener.getsockname()[1], flush=True)
     while True:
         conn, _ = listener.accept()
-        if args.mode == "reset":
+        if args.mode in ("reset", "late-reset"):
             serve_one(conn, args)
             continue
         threading.Thread(target=serve_one, args=(conn, args), daemon=True).start()
