@@ -10,15 +10,31 @@ export DEBIAN_FRONTEND=noninteractive
 # cgroup setup. uidmap: newuidmap/newgidmap, which both clients use to map the subordinate ids.
 # busybox-static: httpd and the container's rootfs. curl: the host-side HTTP client.
 # --no-install-recommends keeps out buildah, fuse-overlayfs and dbus (storage is vfs).
-PACKAGES=(podman runc conmon rootlesskit uidmap busybox-static slirp4netns curl python3)
+# docker.io 20.10.24 (with containerd and tini): rootless Docker (tests/integration/test_docker.py)
+# through its dockerd-rootless.sh; recommends (apparmor, cgroupfs-mount) are not needed.
+PACKAGES=(podman runc conmon rootlesskit uidmap busybox-static slirp4netns curl python3 docker.io)
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q '^install ok installed$' ||
         missing+=("$pkg")
 done
 if [ "${#missing[@]}" -gt 0 ]; then
+    # docker.io and containerd would start the system daemons (invoke-rc.d): a root dockerd
+    # would set up docker0 and iptables rules in the machine's own network namespace. A
+    # policy-rc.d answering 101 ("action forbidden") stops that; one already there is kept.
+    policy=/usr/sbin/policy-rc.d
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 0755 "$policy"
+        trap 'rm -f "$policy"' EXIT
+    fi
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Nothing may run the system's docker daemon (there is no systemd here; with one, the units
+# stay stopped and disabled). The tests only ever run a rootless dockerd of their own.
+if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+    systemctl disable --now docker.service docker.socket containerd.service >/dev/null 2>&1 || true
 fi
 
 # The unprivileged user (the same command tests/setup.sh uses, in case this runs first).

@@ -18,7 +18,7 @@ one read.
 from __future__ import annotations
 
 import heapq
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable, Iterator
 
 from pyslirp4netns.core import events
@@ -41,6 +41,12 @@ from pyslirp4netns.wire.codec import Buffer, checksum
 from pyslirp4netns.wire.numbers import DNS_PORT, IPPROTO_TCP
 
 TCP_LIMIT = 16384  # connections at once; a SYN beyond that gets RST|ACK
+# Half-open guest connections (SYN-RECEIVED: the host connect pending, or our SYN|ACK not yet
+# acknowledged). A SYN flood would otherwise fill the whole table, an fd per SYN, for the 75 s
+# connect timer. A half-open connection is reset once HALF_OPEN_LIMIT newer guest connections
+# have been opened while it waited, as a listener drops the oldest entry of a full SYN queue.
+# 4,096 is Linux's default somaxconn; about 16 MiB of state.
+HALF_OPEN_LIMIT = 4096
 TCP_RCV_BUFFER = 4 << 20  # per connection: the window we offer, bounded by what we hold
 TCP_SND_BUFFER = 4 << 20  # per connection: host bytes kept until the guest acknowledges them
 # How long an ACK of a little guest data may wait for the host's answer to carry it.
@@ -119,6 +125,10 @@ class Streams:
         self.fast: dict[bytes, TcpFlow] = {}  # IPv4 flows by the key bytes of a guest frame
         self._peak = 0  # most flows at once since the tables were last rebuilt
         self.by_id: dict[int, TcpFlow] = {}
+        # Guest connections in their opening order, each until HALF_OPEN_LIMIT newer ones came:
+        # the oldest is reset then if it is still half-open (O(1) at the front; the fast path
+        # never has to take an established flow out).
+        self.opening: OrderedDict[int, TcpFlow] = OrderedDict()
         self._dirty: list[TcpFlow] = []
         self._timers: list[tuple[float, int]] = []  # (deadline, flow id), a lazy heap
         self.debug = False  # --debug: a log line per connection opened and closed
@@ -218,6 +228,14 @@ class Streams:
         flow = self._add(conn, key, eth.src, original)
         if self.debug:
             self._log(flow, "open")
+        opening = self.opening
+        opening[flow.id] = flow
+        if len(opening) > HALF_OPEN_LIMIT:
+            _, oldest = opening.popitem(last=False)
+            if oldest.conn.state is TcpState.SYN_RECEIVED:
+                self.dropped["tcp: half-open connection reset"] += 1
+                oldest.conn.host_reset(now)  # RST|ACK to the guest; flush closes the socket
+                self._mark(oldest)
         scope = self.policy.nameservers.v6_scope if decision.port == DNS_PORT else 0
         self.requests.append(
             StreamConnect(flow.id, decision.family, decision.addr, decision.port, scope)
@@ -255,6 +273,7 @@ class Streams:
         self.requests.append(events.Log(flow_line("tcp", flow.id, event, guest, remote, *counts)))
 
     def _forget(self, flow: TcpFlow) -> None:
+        self.opening.pop(flow.id, None)
         self.flows.pop(flow.key, None)
         self.by_id.pop(flow.id, None)
         if len(flow.guest) == 4:

@@ -11,10 +11,14 @@ from __future__ import annotations
 import socket
 from dataclasses import dataclass, field, replace
 
+import pytest
+
 from pyslirp4netns.config import Config
 from pyslirp4netns.core import events
+from pyslirp4netns.core import streams as streams_module
 from pyslirp4netns.core.stack import Stack
 from pyslirp4netns.core.streams import GSO_MAX_SEGMENT, TCP_SND_BUFFER
+from pyslirp4netns.core.tcb import TcpState
 from pyslirp4netns.wire import arp, ethernet, icmpv4, ipv4, tcp, vnet
 from pyslirp4netns.wire.numbers import IPPROTO_TCP
 
@@ -350,3 +354,54 @@ def test_forward_open_asks_arp_first_then_sends_syn_to_the_guest() -> None:
         5555,
         80,
     )
+
+
+def syn_from(port: int) -> bytes:
+    """A guest SYN from source port ``port`` (the rest as ``segment``)."""
+    header = tcp.encode(GUEST, GATEWAY, port, RPORT, GISS, 0, tcp.SYN, 65535, b"")
+    ip = ipv4.encode(GUEST, GATEWAY, IPPROTO_TCP, len(header))
+    return ethernet.encode(GATEWAY_MAC, GUEST_MAC, ethernet.ETHERTYPE_IPV4) + ip + header
+
+
+def test_a_half_open_connection_is_reset_once_the_cap_of_newer_ones_came(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A SYN flood must not fill the table: with the cap at 3, a connection still half-open
+    (host connect pending, or our SYN|ACK unacknowledged) when 3 newer ones have come is reset
+    (RST|ACK to the guest, its socket closed); an established one is left alone."""
+    monkeypatch.setattr(streams_module, "HALF_OPEN_LIMIT", 3)
+    stack, host = setup()
+    stack.receive_frame(syn_from(50001), 0.0)  # will be established
+    stack.receive_frame(syn_from(50002), 0.0)  # host connected, our SYN|ACK never acknowledged
+    stack.receive_frame(syn_from(50003), 0.0)  # host connect pending
+    host.step(0.0)
+    stack.streams.host_connected(1, 0.01)
+    stack.streams.host_connected(2, 0.01)
+    host.step(0.01)
+    ack = tcp.encode(GUEST, GATEWAY, 50001, RPORT, GISS + 1, ISS + 1, tcp.ACK, 65535, b"")
+    ip = ipv4.encode(GUEST, GATEWAY, IPPROTO_TCP, len(ack))
+    stack.receive_frame(ethernet.encode(GATEWAY_MAC, GUEST_MAC, 0x0800) + ip + ack, 0.02)
+    host.step(0.02)
+    assert stack.streams.by_id[1].conn.state is TcpState.ESTABLISHED
+
+    stack.receive_frame(syn_from(50004), 0.03)  # the 4th: flow 1 leaves the window, untouched
+    frames, requests = host.step(0.03)
+    assert frames == []
+    assert requests == [events.StreamConnect(4, socket.AF_INET, LOOPBACK, RPORT)]
+    stack.receive_frame(syn_from(50005), 0.04)  # the 5th: flow 2, still half-open, is reset
+    frames, requests = host.step(0.04)
+    assert [(f.tcp.dst_port, f.tcp.flags) for f in frames if f.tcp] == [(50002, tcp.RST | tcp.ACK)]
+    assert requests == [
+        events.StreamConnect(5, socket.AF_INET, LOOPBACK, RPORT),
+        events.StreamClose(2),
+    ]
+    stack.receive_frame(syn_from(50006), 0.05)  # the 6th: flow 3, connect pending, is refused
+    frames, requests = host.step(0.05)
+    assert [(f.tcp.dst_port, *tcp_fields(f)) for f in frames if f.tcp] == [
+        (50003, tcp.RST | tcp.ACK, 0, GISS + 1)
+    ]
+    assert requests[0] == events.StreamConnect(6, socket.AF_INET, LOOPBACK, RPORT)
+    assert [type(r) for r in requests[1:]] == [events.StreamClose]
+    assert stack.dropped["tcp: half-open connection reset"] == 2
+    assert sorted(stack.streams.by_id) == [1, 4, 5, 6]
+    assert list(stack.streams.opening) == [4, 5, 6]
