@@ -404,8 +404,12 @@ class Tcb:
         self._delack_bytes = 0
         self._delack_at = None
         if abort:
+            # The guest's bytes still queued are dropped, so its FIN must not reach the host
+            # either: a shutdown would end the host's stream cleanly, short (the close
+            # resets it instead).
             self.to_host.clear()
             self.to_host_bytes = 0
+            self.shutdown_host = False
 
     @property
     def closed(self) -> bool:

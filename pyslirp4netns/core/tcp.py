@@ -273,7 +273,10 @@ class TcpConnection(Tcb):
         off = (seq - rcv_nxt) & MASK
         # First: RFC 9293 §3.10.7.4 sequence acceptability, the four cases of its table.
         if seg_len == 0:
-            ok = off == 0 if wnd == 0 else off < wnd
+            # The table says off < wnd; as BSD and Linux, the right edge itself is accepted too:
+            # a guest that filled our window sends its ACKs from SND.NXT = RCV.NXT+RCV.WND while
+            # a hole is open, and they must not lose their ACK and window fields.
+            ok = off <= wnd
         elif wnd == 0:
             ok = False
         else:
