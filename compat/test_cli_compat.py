@@ -1,7 +1,9 @@
 """Differential command-line tests: pyslirp4netns against the real slirp4netns 1.2.0.
 
 Each row runs both programs on the same argv and compares stdout, stderr and the exit code
-byte for byte. Both get the same argv[0] ("slirp4netns"), so no output needs rewriting.
+byte for byte. Both get the same argv[0] ("slirp4netns"). One documented rewrite: we print the
+usage text of slirp4netns 1.3.x, whose first line and --netns-type line differ from 1.2.0's
+(``as_1_3`` below), so the reference's usage text is brought to 1.3's before comparing.
 
 SAFETY. An argv that parses successfully makes the real slirp4netns join the target's network
 namespace and create a tap there. So every row here must fail while parsing (a wrong row is
@@ -44,6 +46,25 @@ class Result(NamedTuple):
     stdout: bytes
     stderr: bytes
     rc: int
+
+
+# The two lines of the usage text (--help, and stdout after every usage error) that slirp4netns
+# 1.3.0 changed, 1.2.0's then 1.3's; every other byte is the same in 1.2.0 and 1.3.2.
+USAGE_LINE_1_2 = b" [OPTION]... PID|PATH [TAPNAME]\n"
+USAGE_LINE_1_3 = b" [OPTION]... PID|PATH|FD [TAPNAME]\n"
+NETNS_TYPE_LINE_1_2 = (
+    b"--netns-type=TYPE \t specify network namespace type ([path|pid], default=pid)\n"
+)
+NETNS_TYPE_LINE_1_3 = (
+    b"--netns-type=TYPE \t specify network namespace type ([path|pid|tapfd], default=pid)\n"
+)
+
+
+def as_1_3(result: Result) -> Result:
+    """The reference's output as slirp4netns 1.3.x prints it: its usage text's two 1.3 lines."""
+    stdout = result.stdout.replace(USAGE_LINE_1_2, USAGE_LINE_1_3)
+    stdout = stdout.replace(b"\n" + NETNS_TYPE_LINE_1_2, b"\n" + NETNS_TYPE_LINE_1_3)
+    return result._replace(stdout=stdout)
 
 
 def _isolated(cmd: list[str], env: dict[str, str] | None, merged: bool, lo_up: bool) -> Result:
@@ -379,7 +400,7 @@ def test_same_output_as_slirp4netns(row: Row) -> None:
     if ref.rc != 0:
         _assert_failed_before_runtime(ref)
     ours = run_ours(row.args, row.env)
-    assert ours == ref
+    assert ours == as_1_3(ref)
 
 
 MERGED = [
@@ -404,20 +425,41 @@ def test_same_interleaving_with_stderr_into_stdout(row: Row) -> None:
     streams to one file, so the interleaving is observable and must match."""
     ref = run_ref(row.args, row.env, merged=True)
     _assert_failed_before_runtime(ref)
-    assert run_ours(row.args, row.env, merged=True) == ref
+    assert run_ours(row.args, row.env, merged=True) == as_1_3(ref)
 
 
-def test_help_is_byte_identical_with_a_path_argv0() -> None:
+def test_help_is_byte_identical_but_the_1_3_lines_with_a_path_argv0() -> None:
     ref = run_ref(["--help"], argv0="/usr/bin/slirp4netns")
     ours = run_ours(["--help"], argv0="/usr/bin/slirp4netns")
     assert ref.stdout.startswith(b"Usage: /usr/bin/slirp4netns [OPTION]... PID|PATH [TAPNAME]\n")
-    assert ours == ref
+    assert ours.stdout.startswith(
+        b"Usage: /usr/bin/slirp4netns [OPTION]... PID|PATH|FD [TAPNAME]\n"
+    )
+    assert ours == as_1_3(ref)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--bogus"], ["-m", "0"], []], ids=str)
+def test_deliberate_difference_usage_text_is_1_3s(args: list[str]) -> None:
+    """slirp4netns 1.3.0 changed the usage line to PID|PATH|FD and the --netns-type line to
+    [path|pid|tapfd]; we print those two lines as 1.3.x does, and every other line as 1.2.0
+    (and 1.3.x) does."""
+    ref = run_ref(args)
+    ours = run_ours(args)
+    ref_lines = ref.stdout.splitlines(keepends=True)
+    our_lines = ours.stdout.splitlines(keepends=True)
+    assert len(our_lines) == len(ref_lines) == 22
+    differing = [(r, o) for r, o in zip(ref_lines, our_lines, strict=True) if r != o]
+    assert differing == [
+        (b"Usage: slirp4netns" + USAGE_LINE_1_2, b"Usage: slirp4netns" + USAGE_LINE_1_3),
+        (NETNS_TYPE_LINE_1_2, NETNS_TYPE_LINE_1_3),
+    ]
+    assert (ours.stderr, ours.rc) == (ref.stderr, ref.rc)
 
 
 def test_usage_names_argv0_as_invoked() -> None:
     ref = run_ref(["--bogus"], argv0="./s4n")
     assert ref.stderr == b"./s4n: unrecognized option '--bogus'\n"
-    assert run_ours(["--bogus"], argv0="./s4n") == ref
+    assert run_ours(["--bogus"], argv0="./s4n") == as_1_3(ref)
 
 
 VERSION_ROWS = _rows(
@@ -464,9 +506,9 @@ def test_deliberate_difference_netns_type_tapfd_is_1_3_0s() -> None:
     """1.2.0 treats `tapfd` as a path; we accept slirp4netns 1.3.0's inherited-tap-fd mode."""
     args = ["--netns-type=tapfd", "--", "-1", "tap0"]
     ref = run_ref(args)
-    usage = ref.stdout
-    assert usage.startswith(b"Usage: slirp4netns ")
+    assert ref.stdout.startswith(b"Usage: slirp4netns ")
     path_error = b"existing path expected when --netns-type=path: No such file or directory\n"
-    assert ref == Result(usage, path_error, 1)
+    assert ref == Result(ref.stdout, path_error, 1)
+    usage = as_1_3(ref).stdout
     tapname_ignored = b"WARNING: too many arguments\n"  # as 1.3.0: TAPNAME is not used
     assert run_ours(args) == Result(tapname_ignored + usage, b"TAPFD must a file descriptor\n", 1)

@@ -1,4 +1,5 @@
-"""Command line: slirp4netns 1.2.0's options, messages and exit codes, reproduced exactly.
+"""Command line: slirp4netns 1.2.0's options, messages and exit codes, reproduced exactly,
+with what slirp4netns 1.3.0 changed in them (``--netns-type=tapfd`` and its two usage lines).
 
 slirp4netns parses its arguments with glibc ``getopt_long`` (short options ``ce:r:m:a:6hv``),
 so consumers rely on getopt's behaviour too: unique-prefix abbreviation of long options,
@@ -91,10 +92,12 @@ DEPRECATED_ALIASES = {
     "create-sandbox": "enable-sandbox",
 }
 
-# Byte-identical to slirp4netns 1.2.0's --help, including the two TABs; only the program
-# name is substituted. podman and rootlesskit grep this text for feature detection.
+# Byte-identical to slirp4netns 1.3.x's --help, including the two TABs; only the program
+# name is substituted. podman and rootlesskit grep this text for feature detection. 1.3.0
+# changed two lines of 1.2.0's: PID|PATH became PID|PATH|FD and [path|pid] became
+# [path|pid|tapfd]; every other byte is 1.2.0's (and 1.3.2's).
 USAGE = """\
-Usage: {prog} [OPTION]... PID|PATH [TAPNAME]
+Usage: {prog} [OPTION]... PID|PATH|FD [TAPNAME]
 User-mode networking for unprivileged network namespaces.
 
 -c, --configure          bring up the interface
@@ -105,7 +108,7 @@ User-mode networking for unprivileged network namespaces.
 -a, --api-socket=PATH    specify API socket path
 --cidr=CIDR              specify network address CIDR (default=10.0.2.0/24)
 --disable-host-loopback  prohibit connecting to 127.0.0.1:* on the host namespace
---netns-type=TYPE \t specify network namespace type ([path|pid], default=pid)
+--netns-type=TYPE \t specify network namespace type ([path|pid|tapfd], default=pid)
 --userns-path=PATH\t specify user namespace path
 --enable-sandbox         create a new mount namespace (and drop all caps except \
 CAP_NET_BIND_SERVICE if running as the root)
@@ -671,6 +674,9 @@ def parse(args: Sequence[str], prog: str) -> Config:
             _fail_with_usage(prog, "--port-forward-mode=splice conflicts with --netns-type=tapfd")
     tapfd = number if raw.netns_type == "tapfd" else None
     pid = None if raw.netns_type == "tapfd" else number
+    # slirp4netns 1.3.0 accepts -c with tapfd and silently does nothing with it: the tap is
+    # the caller's. (--macaddress still needs -c, checked above, and is only reported.)
+    configure = raw.configure and tapfd is None
     cidr = IPv4Network("10.0.2.0/24") if raw.cidr is None else _parse_cidr(raw.cidr)
     ipv6_prefix = IPV6_NETWORK if raw.ipv6_prefix is None else _parse_ipv6_prefix(raw.ipv6_prefix)
     outbound_addr = None if raw.outbound_addr is None else _parse_outbound_addr(raw.outbound_addr)
@@ -687,7 +693,7 @@ def parse(args: Sequence[str], prog: str) -> Config:
         target=target,
         pid=pid,
         tapfd=tapfd,
-        configure=raw.configure,
+        configure=configure,
         exit_fd=raw.exit_fd,
         ready_fd=raw.ready_fd,
         mtu=raw.mtu,

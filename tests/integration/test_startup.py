@@ -155,6 +155,26 @@ def test_tapfd_mode_uses_the_inherited_tap(make_guest, make_daemon) -> None:
     assert daemon.wait(10) == 0
 
 
+def test_tapfd_mode_accepts_configure_and_ignores_it(make_guest, make_daemon) -> None:
+    """slirp4netns 1.3.0: -c with --netns-type=tapfd is silently without effect."""
+    guest = make_guest(rootless=False)
+    tap = open_tap_in(guest, "tapx")
+    try:
+        args = ["-c", "--netns-type=tapfd", "-r", "3", "5"]
+        daemon = start_ready(make_daemon, args, fds={5: tap.fd})
+    finally:
+        os.close(tap.fd)
+    assert "tapfd=" not in daemon.stderr and "cannot" not in daemon.stderr, daemon.stderr
+    link = tap_details(guest, "tapx")
+    assert "UP" not in link.split(">")[0] and "mtu 1500 " in link, link  # left as it was
+    assert "inet " not in guest.run(["ip", "-4", "addr", "show", "tapx"]).stdout.decode()
+    assert "10.0.2.2" not in guest.run(["ip", "route"]).stdout.decode()
+    assert "UP" not in tap_details(guest, "lo").split(">")[0]  # -c would bring lo up too
+    assert daemon.poll() is None
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(10) == 0
+
+
 def test_unix_socket_api_path_removed_and_replaced(make_guest, make_daemon, outer) -> None:
     """An existing file at --api-socket is replaced; a clean exit removes the socket."""
     guest = make_guest()

@@ -1,4 +1,5 @@
-"""In-process tests of ``cli.parse``: every option, message and getopt rule of slirp4netns 1.2.0.
+"""In-process tests of ``cli.parse``: every option, message and getopt rule of slirp4netns 1.2.0
+(the two usage lines slirp4netns 1.3.0 changed are 1.3's: tests/unit/test_cli_13.py).
 
 Expected texts are the real binary's (contract §1 and measurements recorded in
 compat/test_cli_compat.py, which compares against the binary itself).
@@ -199,20 +200,22 @@ def test_derived_addresses(
 # --- -h and -v --------------------------------------------------------------------------
 
 
-def test_help_text_is_slirp4netns_1_2_0(run: Callable[..., Outcome]) -> None:
+def test_help_text_is_slirp4netns_1_3(run: Callable[..., Outcome]) -> None:
+    """1.2.0's text but for the two lines 1.3.0 changed (tests/unit/test_cli_13.py)."""
     outcome = run("--help", prog="/usr/bin/slirp4netns")
     assert (outcome.code, outcome.err) == (0, "")
     lines = outcome.out.split("\n")
-    assert lines[0] == "Usage: /usr/bin/slirp4netns [OPTION]... PID|PATH [TAPNAME]"
+    assert lines[0] == "Usage: /usr/bin/slirp4netns [OPTION]... PID|PATH|FD [TAPNAME]"
     assert lines[1] == "User-mode networking for unprivileged network namespaces."
     assert lines[2] == ""
     tab_lines = [line for line in lines if "\t" in line]
     assert tab_lines == [
-        "--netns-type=TYPE \t specify network namespace type ([path|pid], default=pid)",
+        "--netns-type=TYPE \t specify network namespace type ([path|pid|tapfd], default=pid)",
         "--userns-path=PATH\t specify user namespace path",
     ]
     assert len(lines) == 23 and lines[-1] == ""
-    assert len(cli.usage_text("slirp4netns").encode()) == 1474  # measured on the real binary
+    # 1474 measured on the real 1.2.0 binary, plus "|FD" and "|tapfd"
+    assert len(cli.usage_text("slirp4netns").encode()) == 1474 + 3 + 6
 
 
 def test_help_has_what_podman_and_rootlesskit_grep_for() -> None:
@@ -335,7 +338,9 @@ def test_exact_match_beats_longer_option(run: Callable[..., Outcome]) -> None:
 def test_getopt_message_uses_prog_as_invoked(run: Callable[..., Outcome]) -> None:
     outcome = run("--bogus", prog="/usr/bin/pyslirp4netns")
     assert outcome.err == "/usr/bin/pyslirp4netns: unrecognized option '--bogus'\n"
-    assert outcome.out.startswith("Usage: /usr/bin/pyslirp4netns [OPTION]... PID|PATH [TAPNAME]\n")
+    assert outcome.out.startswith(
+        "Usage: /usr/bin/pyslirp4netns [OPTION]... PID|PATH|FD [TAPNAME]\n"
+    )
 
 
 def test_permutation_options_after_positionals(run: Callable[..., Outcome]) -> None:
@@ -926,7 +931,7 @@ def test_non_utf8_argv_is_echoed_as_bytes(capsysbinary: pytest.CaptureFixture[by
     assert excinfo.value.code == 1
     captured = capsysbinary.readouterr()
     assert captured.err == b"s4n\xfe: unrecognized option '--bogus\xff'\n"
-    assert captured.out.startswith(b"Usage: s4n\xfe [OPTION]... PID|PATH [TAPNAME]\n")
+    assert captured.out.startswith(b"Usage: s4n\xfe [OPTION]... PID|PATH|FD [TAPNAME]\n")
 
 
 def test_stdout_is_flushed_before_parse_returns(run: Callable[..., Outcome]) -> None:

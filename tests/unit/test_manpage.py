@@ -126,3 +126,52 @@ def test_groff_reports_no_warnings() -> None:
         check=False,
     )
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def _compatibility_items() -> list[str]:
+    """The COMPATIBILITY section's paragraphs (intro and each bullet) as the reader sees them."""
+    items: list[list[str]] = [[]]
+    for line in _section("COMPATIBILITY"):
+        if line.startswith(".IP"):
+            items.append([])
+        else:
+            items[-1].append(_to_text(line))
+    return [" ".join(item) for item in items]
+
+
+def test_synopsis_shows_the_usage_line_of_slirp4netns_1_3() -> None:
+    synopsis = " ".join(_to_text(line) for line in _section("SYNOPSIS")).replace("&", "")
+    assert "pyslirp4netns [OPTION]... PID|PATH|FD [TAPNAME]" in synopsis
+    assert cli.usage_text("pyslirp4netns").startswith(
+        "Usage: pyslirp4netns [OPTION]... PID|PATH|FD [TAPNAME]\n"
+    )
+
+
+def test_compatibility_names_the_slirp4netns_version_of_every_line() -> None:
+    intro, *bullets = _compatibility_items()
+    assert "1.2.0" in intro and "1.3.2" in intro
+    version = re.compile(r"\b1\.[23]\.[0-3]\b")
+    for bullet in bullets:
+        assert version.search(bullet), bullet
+
+
+@pytest.mark.parametrize(
+    ("version", "needles"),
+    [
+        ("1.3.0", ["PID|PATH|FD [TAPNAME]", "[path|pid|tapfd]"]),
+        ("1.3.0", ["--netns-type=tapfd", "-c", "silently"]),
+        ("1.2.1", ["--enable-sandbox", "/etc/resolv.conf", "attempting to bind it as well"]),
+        ("1.2.0", ["--version", "SLIRP_CONFIG_VERSION_MAX: 4"]),
+    ],
+)
+def test_compatibility_lists_what_later_slirp4netns_changed(
+    version: str, needles: list[str]
+) -> None:
+    """Each 1.2.1-1.3.2 change we follow is a line naming its version (issue 14)."""
+    matching = [
+        bullet
+        for bullet in _compatibility_items()[1:]
+        if f"Follows slirp4netns {version}" in bullet
+        and all(needle in bullet for needle in needles)
+    ]
+    assert len(matching) == 1, (version, needles)
