@@ -45,8 +45,9 @@ class Neighbours:
 
     def learn(self, ip: bytes, mac: bytes) -> list[Held]:
         """A guest IPv4 source: only unicast inside the CIDR, never our aliases. Returns the
-        frames that were waiting for it."""
-        if ip in self._aliases or mac[0] & 1 or self.v4.get(ip) == mac:
+        frames that were waiting for it. The all-zero MAC is never learned: it is UNKNOWN_MAC,
+        which would send a frame for that guest back to resolution forever."""
+        if ip in self._aliases or mac[0] & 1 or mac == UNKNOWN_MAC or self.v4.get(ip) == mac:
             return []
         if len(self.v4) >= NEIGHBOUR_LIMIT and ip not in self.v4:
             return []
@@ -59,6 +60,8 @@ class Neighbours:
         """A guest IPv6 source (unicast, not ours); returns the frames that were waiting."""
         if ip[0] == 0xFF or ip == UNSPECIFIED6 or ip in self._aliases6 or mac[0] & 1:
             return []
+        if mac == UNKNOWN_MAC:
+            return []  # as in learn: never the sentinel
         if self.v6.get(ip) == mac:
             return []
         if len(self.v6) >= NEIGHBOUR_LIMIT and ip not in self.v6:
