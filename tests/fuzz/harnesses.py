@@ -201,12 +201,13 @@ class Shell:
     def __init__(self, stack: Stack, mode: int) -> None:
         self.stack = stack
         self.mode = mode  # how connects end: 0 connected, 1 refused, 2 failed, 3 left pending
-        self.hold_writes = False  # writes wait for a "written" record instead of all going
+        # How much a host socket takes of each write (None: all of it). As in shell/streams.py
+        # every StreamWrite is answered at once: the core's host_written is about the last one.
+        self.write_limit: int | None = None
         self.pending: set[int] = set()  # connects not yet answered
         self.connected: set[int] = set()  # stream flows with a live host socket
         self.reading: set[int] = set()  # of those, the ones the shell reads
         self.ended: set[int] = set()  # host EOF or reset reported
-        self.writes: dict[int, int] = {}  # bytes offered by the outstanding StreamWrite
         self.datagrams: dict[int, int] = {}  # open datagram flows: kind (UDP or PING)
         self.vnet_hdr = stack.egress.vnet_hdr
         self.mtu = stack.egress.mtu
@@ -243,10 +244,8 @@ class Shell:
                     self.pending.add(flow)
             case events.StreamWrite(flow=flow, data=data):
                 size = sum(len(chunk) for chunk in data)
-                if self.hold_writes:
-                    self.writes[flow] = size
-                else:
-                    streams.host_written(flow, size, False, now)
+                n = size if self.write_limit is None else min(size, self.write_limit)
+                streams.host_written(flow, n, n == 0, now)
             case events.StreamResume(flow=flow):
                 self.reading.add(flow)
             case events.StreamPause(flow=flow):
@@ -254,7 +253,6 @@ class Shell:
             case events.StreamClose(flow=flow):
                 for table in (self.pending, self.connected, self.reading, self.ended):
                     table.discard(flow)
-                self.writes.pop(flow, None)
             case events.DatagramOpen(flow=flow, kind=kind):
                 self.datagrams[flow] = kind
             case events.DatagramClose(flow=flow):
@@ -284,12 +282,8 @@ class Shell:
             flow = _pick(self.reading - self.ended, which)
             if flow is not None:
                 streams.host_data(flow, bytes(rest), now)
-        elif kind == 4:
-            flow = _pick(set(self.writes), which)
-            if flow is not None:
-                offered = self.writes.pop(flow)
-                n = min(offered, int.from_bytes(rest[:3], "big")) if rest else offered
-                streams.host_written(flow, n, n == 0, now)
+        elif kind == 4:  # host sockets take this much of each write from now on
+            self.write_limit = int.from_bytes(rest[:3], "big") if rest else None
         elif kind == 5:
             flow = _pick(self.connected, which)
             if flow is not None:
@@ -371,7 +365,8 @@ def run_frames(data: bytes) -> Shell | None:
     disable host loopback, bit 5 MTU 65520, bits 6-7 how host connects end. Then records, each
     ``[op][body]``: op % 4 == 0 a frame from the tap (after a 10-byte virtio-net header when
     the tap has one), 1 time passes (body[0] * 50 ms, then the timers the daemon would run),
-    2 a fact about a host socket (``Shell.fact``), 3 toggles holding host writes.
+    2 a fact about a host socket (``Shell.fact``), 3 host sockets full (they take no write)
+    or no longer.
     """
     if not data:
         return None
@@ -408,7 +403,7 @@ def run_frames(data: bytes) -> Shell | None:
         elif op == 2:
             shell.fact(body, now)
         else:
-            shell.hold_writes = not shell.hold_writes
+            shell.write_limit = 0 if shell.write_limit is None else None  # full, or not
         shell.carry_out(now)
     # Let every timer run out: retransmissions, give-ups, TIME-WAIT, flow and fragment expiry.
     for _ in range(8):

@@ -209,10 +209,12 @@ def frames_seeds() -> list[bytes]:
                 frame(segment(tcp.SYN, GISS, options=SYN_OPTIONS)),
                 fact(0, 0),
                 frame(segment(tcp.ACK, GISS + 1, ISS + 1)),
-                b"\x03",  # hold writes
+                fact(4, 0, b"\x00\x00\x10"),  # host sockets take 16 bytes a write
                 frame(segment(tcp.ACK | tcp.PSH, GISS + 1, ISS + 1, b"data" * 100)),
-                fact(4, 0, b"\x00\x00\x10"),
+                b"\x03",  # then none
+                frame(segment(tcp.ACK | tcp.PSH, GISS + 401, ISS + 1, b"more" * 10)),
                 fact(5, 0),
+                b"\x03",  # then all
                 frame(segment(tcp.RST, GISS + 401, 0)),
             ],
         ),

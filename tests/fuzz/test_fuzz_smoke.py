@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from pyslirp4netns.core.stack import Stack
 from tests.fuzz import harnesses, seeds
 from tests.fuzz.run import TARGET_NAMES, run_target
 
@@ -40,7 +41,7 @@ def test_checksum_fixing_lets_a_spoiled_frame_through() -> None:
     frame[50] ^= 0xFF  # the TCP checksum no longer matches
     frame[24] ^= 0xFF  # nor the IPv4 header checksum
     harnesses.fix_checksums(frame)
-    stack = harnesses.Stack(harnesses.CONFIG)
+    stack = Stack(harnesses.CONFIG)
     stack.receive_frame(bytes(frame), 0.0)
     assert not stack.dropped and len(stack.streams.flows) == 1
 
