@@ -128,6 +128,23 @@ def run_target(
     return result
 
 
+def replay(targets: list[str], path: Path) -> int:
+    """Inputs through one target in process, no atheris: a crash file's traceback, or a
+    corpus under ``python3 -m coverage run``. A folder named after a target (the corpus
+    layout) picks that target."""
+    from tests.fuzz import harnesses
+
+    if path.is_dir() and path.name in harnesses.TARGETS:
+        targets = [path.name]
+    if len(targets) != 1:
+        raise SystemExit("--replay needs one --target")
+    files = sorted(p for p in path.iterdir() if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        harnesses.TARGETS[targets[0]](file.read_bytes())
+    print(f"{targets[0]}: {len(files)} inputs replayed clean")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--child"]:
@@ -142,7 +159,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus", type=Path, help="corpus folders live here (kept)")
     parser.add_argument("--artifacts", type=Path, default=Path("fuzz-artifacts"))
     parser.add_argument("--seed", type=int, help="libFuzzer's random seed")
+    parser.add_argument(
+        "--replay", type=Path, help="run these inputs (a file or a folder) in process and stop"
+    )
     args = parser.parse_args(argv)
+    if args.replay is not None:
+        return replay(args.target or list(TARGET_NAMES), args.replay)
     if args.runs is None and args.seconds is None:
         args.runs = 10000
     failed = False
