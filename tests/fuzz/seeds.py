@@ -51,8 +51,9 @@ def segment(
     dport: int = 8080,
     options: bytes = b"",
     src: bytes = rig.GUEST4,
+    sport: int = 40000,
 ) -> bytes:
-    header = tcp.encode(src, dst, 40000, dport, seq, ack, flags, 65535, payload, options=options)
+    header = tcp.encode(src, dst, sport, dport, seq, ack, flags, 65535, payload, options=options)
     if len(src) == 16:
         return rig.ipv6_frame(dst, ipv6.NEXT_TCP, header + payload, src=src)
     return rig.ipv4_frame(dst, ipv4.PROTO_TCP, header + payload, src=src)
@@ -78,6 +79,27 @@ def tcp_session(
         seg(tcp.FIN | tcp.ACK, s + 18, ISS + 1 + 24),
         fact(6, 0),
         seg(tcp.ACK, s + 19, ISS + 2 + 24),
+        wait(255),
+    ]
+
+
+def forwarded_session() -> list[bytes]:
+    """A port forward's client (guest port 80, seen from 10.0.2.2:40000) and the guest's
+    answers: our SYN (once ARP told us the guest's MAC), its SYN|ACK, data both ways, FINs."""
+
+    def seg(flags: int, seq: int, ack: int, payload: bytes = b"", options: bytes = b"") -> bytes:
+        return frame(segment(flags, seq, ack, payload, dport=40000, sport=80, options=options))
+
+    s = GISS + 1
+    return [
+        fact(12, 0, b"\x00\x50\x9c\x40"),
+        frame(rig.arp_request_frame(rig.GATEWAY4)),
+        seg(tcp.SYN | tcp.ACK, GISS, ISS + 1, options=SYN_OPTIONS),
+        fact(3, 0, b"request from the host"),
+        seg(tcp.PSH | tcp.ACK, s, ISS + 22, b"answer"),
+        seg(tcp.FIN | tcp.ACK, s + 6, ISS + 22),
+        fact(6, 0),
+        seg(tcp.ACK, s + 7, ISS + 23),
         wait(255),
     ]
 
@@ -228,6 +250,7 @@ def frames_seeds() -> list[bytes]:
                 wait(40),
             ],
         ),
+        (FIX, forwarded_session()),
         (FIX, [fact(13, 0, b"\x00\x35\x9c\x40query"), frame(rig.arp_request_frame(rig.GATEWAY4))]),
         (FIX, [frame(f) for f in ipv4_fragments(rig.GATEWAY4, udp_datagram, ipv4.PROTO_UDP)]),
         (FIX, [frame(ipv4_fragments(rig.GATEWAY4, udp_datagram, ipv4.PROTO_UDP)[0]), wait(255)]),
