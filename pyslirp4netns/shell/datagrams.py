@@ -73,6 +73,7 @@ class HostDatagrams:
         self.hosts: dict[int, _Host] = {}
         self._ping_warned: set[int] = set()
         self._ping_range = _ping_range()  # read now: --enable-sandbox hides /proc later
+        self._open_failing = 0  # the errno of the last failed socket(), until one opens
 
     # -- requests ------------------------------------------------------------------------
     def open(self, request: events.DatagramOpen) -> None:
@@ -86,8 +87,16 @@ class HostDatagrams:
                     return  # logged once; pings to other hosts go unanswered, as in slirp4netns
                 sock, raw = opened
         except OSError as e:
-            log(f"WARNING: cannot open a host socket: {os.strerror(e.errno or errno.EIO)}")
+            # Out of fds (EMFILE) or memory: said once until a socket opens again, and the flow
+            # is forgotten (ICMP net unreachable, as for a failed connect), so the guest's next
+            # datagram tries again instead of vanishing into a flow without a socket.
+            code = e.errno or errno.EIO
+            if code != self._open_failing:
+                self._open_failing = code
+                log(f"WARNING: cannot open a host socket: {os.strerror(code)}")
+            self.core.host_failed(request.flow, False, b"")
             return
+        self._open_failing = 0
         try:
             if v4:
                 sock.setsockopt(socket.SOL_IP, IP_RECVERR, 1)

@@ -124,6 +124,11 @@ def tap_from_fd(fd: int) -> Tap:
 
 
 READ_SIZE = 65536 + 64  # a full 64 KiB GSO frame plus the virtio-net header
+# Frames read per wake-up at most (about the tap's queue, txqueuelen 1000): a guest that sends
+# faster than we handle (a SYN flood) would otherwise keep one read going while nothing else
+# runs, host events, timers and our writes to the guest (gateway ping replies) included. The
+# tap stays readable, so the loop comes straight back after one round of everything else.
+READ_BATCH = 1024
 
 
 class FrameSink(Protocol):
@@ -150,11 +155,12 @@ class TapPort:
         self.frames_in = self.bytes_in = self.frames_out = self.bytes_out = 0
 
     def read(self, sink: FrameSink, now: float) -> str | None:
-        """Drain the tap until EAGAIN into ``sink``; a reason to stop if the tap is gone."""
+        """Drain the tap until EAGAIN (or ``READ_BATCH`` frames) into ``sink``; a reason to
+        stop if the tap is gone."""
         header, fd, faults = self.header, self.fd, self.faults_in
         receive = sink.receive_frame
         count = octets = 0  # the totals of get_stats, stored once per batch (lost if gone)
-        while True:
+        while count < READ_BATCH:
             try:
                 # A fresh bytes per frame: immutable, so the stack may keep views of it (a
                 # guest's payload goes to the host socket without being copied again).

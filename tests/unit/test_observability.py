@@ -31,7 +31,7 @@ from pyslirp4netns.core.stats import (
 from pyslirp4netns.shell.apiserver import ApiServer
 from pyslirp4netns.shell.observe import ObservedTapPort
 from pyslirp4netns.shell.pcap import GLOBAL_HEADER, RECORD, SNAPLEN, PcapWriter
-from pyslirp4netns.shell.tap import Tap, TapPort
+from pyslirp4netns.shell.tap import READ_BATCH, Tap, TapPort
 from pyslirp4netns.wire import icmpv6, vnet
 from pyslirp4netns.wire.codec import Buffer
 from tests.rig import frames
@@ -216,6 +216,24 @@ def test_tap_port_counts_totals_without_the_vnet_header(
         1,
         len(ping),
     )
+
+
+def test_tap_port_reads_at_most_a_batch_per_wakeup(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    """A guest sending faster than the daemon handles must not keep one read going for ever:
+    after READ_BATCH frames the loop gets its turn (host events, timers, writes)."""
+    ours, guest = pair
+    guest.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+    port = TapPort(Tap(ours.fileno(), "t", False, 0))
+    ping = frames.echo4_frame(REMOTE, b"")
+    for _ in range(READ_BATCH + 10):
+        guest.send(ping)
+    sink = Sink()
+    assert port.read(sink, 0.0) is None
+    assert len(sink.frames) == READ_BATCH
+    assert port.read(sink, 0.0) is None
+    assert len(sink.frames) == READ_BATCH + 10
 
 
 def test_observed_port_captures_and_counts_both_ways(
