@@ -8,23 +8,23 @@ from __future__ import annotations
 
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.rig import PROGRAMS, SLAAC_WAIT, TCP_TOOL, Background, is_reference
+from tests.rig import (
+    PROGRAMS,
+    SLAAC_WAIT,
+    TCP_TOOL,
+    Background,
+    is_reference,
+    rss_kib,
+)
+from tests.rig import stream_digest as digest
 
 pytestmark = pytest.mark.timeout(900)
 
 TOOL = TCP_TOOL
 MiB = 1 << 20
-
-
-def digest(size: int) -> str:
-    out = subprocess.run(
-        [*TOOL, "digest", "-", "--size", str(size)], capture_output=True, check=True
-    )
-    return out.stdout.decode().strip()
 
 
 @pytest.fixture
@@ -145,19 +145,12 @@ def test_lossy_link_still_delivers_100_mib_both_ways(slirp, tcp_server) -> None:
     assert got.stdout.decode().split() == want, daemon.stderr
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
-
-
 def test_slow_host_reader_keeps_memory_bounded(slirp, tcp_server) -> None:
     """The host reads 1 MiB/s while the guest tries to push 256 MiB: our windows close
     instead of our memory growing (RSS growth under 16 MiB over 15 s)."""
     slow = tcp_server("slow", "--rate", str(MiB))
     guest, daemon = slirp(None)
-    before = rss_kib(daemon.pid)
+    before = rss_kib(daemon.pid) or 0
     sender = subprocess.Popen(
         [
             *guest.outer.prefix(),
@@ -178,7 +171,7 @@ def test_slow_host_reader_keeps_memory_bounded(slirp, tcp_server) -> None:
         peak = before
         for _ in range(30):
             time.sleep(0.5)
-            peak = max(peak, rss_kib(daemon.pid))
+            peak = max(peak, rss_kib(daemon.pid) or 0)
         growth = (peak - before) / 1024
         print(f"\nRSS before {before / 1024:.1f} MiB, peak {peak / 1024:.1f} MiB")
         assert growth < 16, f"RSS grew {growth:.1f} MiB"

@@ -48,7 +48,10 @@ from .programs import (
     add_hostfwd,
     api_request,
     ask,
+    fd_count,
     read_all,
+    rss_kib,
+    stream_digest,
 )
 
 __all__ = [
@@ -77,11 +80,14 @@ __all__ = [
     "ask",
     "binary",
     "end_process",
+    "fd_count",
     "is_reference",
     "link_details",
     "ns_id",
     "read_all",
     "read_ready",
+    "rss_kib",
     "start_ready",
+    "stream_digest",
     "wait_until",
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -33,6 +34,33 @@ SLAAC_WAIT = (
     "for i in $(seq 100); do ip -6 addr show dev tap0 scope global | grep -q inet6 && "
     "! ip -6 addr show dev tap0 | grep -q tentative && exit 0; sleep 0.1; done; exit 1"
 )
+
+
+def stream_digest(size: int) -> str:
+    """The SHA-256 of tcp_tool.py's first ``size`` bytes (what its senders send)."""
+    out = subprocess.run(
+        [*TCP_TOOL, "digest", "-", "--size", str(size)], capture_output=True, check=True, timeout=60
+    )
+    return out.stdout.decode().strip()
+
+
+def rss_kib(pid: int) -> int | None:
+    """VmRSS of ``pid`` in KiB (None once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def fd_count(pid: int) -> int | None:
+    """How many fds ``pid`` has open (None once it is gone)."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
 
 
 def read_all(sock: socket.socket) -> bytes:

@@ -10,8 +10,8 @@ file runs by path inside the guest namespace.
   frags ADDR --count N                  N incomplete IPv4 fragment sets (first fragment only,
                                         MF set, 1,024 bytes each) toward ADDR:9 (UDP)
   udp ADDR PORT --count N               one UDP datagram from each of N source ports
-  ports ADDR --inflight K               a non-blocking connect to every port 1-65535 of ADDR,
-                                        at most K outstanding; prints the outcomes as JSON
+  ports ADDR --inflight K [--last P]    a non-blocking connect to every port 1-P (65535) of
+                                        ADDR, at most K outstanding; prints the outcomes as JSON
   ping ADDR --seconds S                 an ICMP echo (ping socket) every 0.1 s for S seconds;
                                         prints the worst round trip and the losses as JSON
 
@@ -161,8 +161,8 @@ def port_scan(args: argparse.Namespace) -> dict[str, object]:
     peak = 0
     start = time.monotonic()
     deadline = start + args.seconds
-    while (next_port <= 65535 or pending) and time.monotonic() < deadline:
-        while next_port <= 65535 and len(pending) < args.inflight:
+    while (next_port <= args.last or pending) and time.monotonic() < deadline:
+        while next_port <= args.last and len(pending) < args.inflight:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setblocking(False)
             code = sock.connect_ex((args.addr, next_port))
@@ -194,7 +194,7 @@ def port_scan(args: argparse.Namespace) -> dict[str, object]:
         "outcomes": outcomes,
         "peak_inflight": peak,
         "seconds": round(time.monotonic() - start, 2),
-        "unfinished": 65536 - next_port + len(pending),
+        "unfinished": args.last + 1 - next_port + len(pending),
     }
 
 
@@ -233,6 +233,7 @@ def main() -> None:
     p.add_argument("--count", type=int, default=1000)
     p.add_argument("--seconds", type=float, default=0.0)
     p.add_argument("--inflight", type=int, default=10000)
+    p.add_argument("--last", type=int, default=65535, help="ports: the last port to try")
     args = p.parse_args()
     modes = {
         "syn": syn_flood,

@@ -11,18 +11,26 @@ serve MODE: listen on --bind:--port (0 = any), print the port, then for each con
   slow    read at --rate bytes/s until EOF
   reset   accept, then close with RST at once
   late-reset  accept, read one byte, then close with RST
+  source-reset  send --size bytes, wait 0.5 s, then close with RST (a reset mid-stream)
   whoami  send the peer's address, then close
 Clients: send (send --size, half-close, print the sink's answer), recv (read to EOF, print
 "<bytes> <sha256>"), echo (N parallel connections each echoing --size bytes; prints "ok N"),
 connect (print the outcome name and the time it took in ms), halfsend (send --size, SHUT_WR,
-then read to EOF: prints "<bytes> <sha256>").
+then read to EOF: prints "<bytes> <sha256>"), slowrecv (read at --rate bytes/s for --seconds,
+then at full speed to EOF: prints "<bytes> <sha256>"), recvreset (the same until EOF or an
+error: prints "<bytes> <sha256> <eof or the error's name>"), many (open --count connections with
+at most --inflight connects outstanding, echo 16 bytes on each one that opened, print JSON, hold
+them --hold seconds).
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
+import json
 import random
+import resource
 import selectors
 import socket
 import struct
@@ -84,7 +92,10 @@ def serve_one(conn: socket.socket, args: argparse.Namespace) -> None:
         elif args.mode == "slow":
             while conn.recv(max(1, args.rate // 10)):
                 time.sleep(0.1)
-        elif args.mode in ("reset", "late-reset"):
+        elif args.mode in ("reset", "late-reset", "source-reset"):
+            if args.mode == "source-reset":
+                send_all(conn, args.size)
+                time.sleep(0.5)  # every byte is through the daemon before the RST
             if args.mode == "late-reset":
                 # Reset once the client's first byte is in: a reset racing the connect reaches
                 # the guest as a refused connection (slirp4netns's handshake is not over until
@@ -110,7 +121,7 @@ def serve(args: argparse.Namespace) -> None:
     print(listener.getsockname()[1], flush=True)
     while True:
         conn, _ = listener.accept()
-        if args.mode in ("reset", "late-reset"):
+        if args.mode in ("reset", "late-reset"):  # source-reset: in a thread, it sleeps
             serve_one(conn, args)
             continue
         threading.Thread(target=serve_one, args=(conn, args), daemon=True).start()
@@ -163,6 +174,87 @@ def parallel_echo(args: argparse.Namespace) -> None:
     print(f"ok {good}")
 
 
+def paced_chunks(sock: socket.socket, rate: int, seconds: float):  # type: ignore[no-untyped-def]
+    """What arrives until EOF, read at ``rate`` bytes/s for ``seconds`` (a slow reader: the
+    window closes), then at full speed."""
+    slow_until = time.monotonic() + seconds
+    step = max(1, rate // 10)
+    while True:
+        slow = time.monotonic() < slow_until
+        chunk = sock.recv(step if slow else 1 << 20)
+        if not chunk:
+            return
+        yield chunk
+        if slow:
+            time.sleep(len(chunk) / rate)
+
+
+def many(args: argparse.Namespace) -> None:
+    """--count connects, at most --inflight outstanding, each failure timed; then 16 bytes
+    echoed on every connection that opened (against an echo server); prints a JSON line, then
+    holds the connections --hold seconds more."""
+    sel = selectors.DefaultSelector()
+    held: list[socket.socket] = []
+    failed: dict[str, int] = {}
+    slowest_failure = 0.0
+    pending: dict[socket.socket, float] = {}
+    tried = 0
+    deadline = time.monotonic() + args.timeout
+    while (tried < args.count or pending) and time.monotonic() < deadline:
+        while tried < args.count and len(pending) < args.inflight:
+            sock = socket.socket()
+            sock.setblocking(False)
+            tried += 1
+            code = sock.connect_ex((args.host, args.port))
+            if code not in (0, errno.EINPROGRESS):
+                name = errno.errorcode.get(code, str(code))
+                failed[name] = failed.get(name, 0) + 1
+                sock.close()
+                continue
+            sel.register(sock, selectors.EVENT_WRITE)
+            pending[sock] = time.monotonic()
+        for key, _ in sel.select(0.05):
+            sock = key.fileobj  # type: ignore[assignment]
+            sel.unregister(sock)
+            since = pending.pop(sock)
+            code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                name = errno.errorcode.get(code, str(code))
+                failed[name] = failed.get(name, 0) + 1
+                slowest_failure = max(slowest_failure, time.monotonic() - since)
+                sock.close()
+            else:
+                held.append(sock)
+    for sock in pending:
+        failed["timeout"] = failed.get("timeout", 0) + 1
+        sock.close()
+    echoed = 0
+    for i, sock in enumerate(held):
+        message = b"%016d" % i
+        try:
+            sock.setblocking(True)
+            sock.settimeout(5)
+            sock.sendall(message)
+            got = b""
+            while len(got) < len(message) and (chunk := sock.recv(len(message) - len(got))):
+                got += chunk
+            if got == message:
+                echoed += 1
+        except OSError:
+            pass
+    report = {
+        "tried": tried,
+        "held": len(held),
+        "failed": failed,
+        "slowest_failure_ms": round(slowest_failure * 1000, 1),
+        "echoed": echoed,
+    }
+    print(json.dumps(report), flush=True)
+    time.sleep(args.hold)
+    for sock in held:
+        sock.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("action")
@@ -173,6 +265,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=1 << 20)
     parser.add_argument("--count", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=0.0)
+    parser.add_argument("--hold", type=float, default=0.0)
+    parser.add_argument("--inflight", type=int, default=256)
     args = parser.parse_args()
     if args.action == "serve":
         args.mode = args.mode_or_host
@@ -212,6 +307,20 @@ def main() -> None:
             print("read", sock.recv(10))
         except OSError as e:
             print(type(e).__name__)
+    elif args.action in ("recvreset", "slowrecv"):
+        sock = connect(args)
+        h, total, outcome = hashlib.sha256(), 0, "eof"
+        try:
+            for chunk in paced_chunks(sock, args.rate, args.seconds):
+                h.update(chunk)
+                total += len(chunk)
+        except OSError as e:
+            outcome = type(e).__name__
+        print(total, h.hexdigest(), *([outcome] if args.action == "recvreset" else []))
+    elif args.action == "many":
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        many(args)
     elif args.action == "echo":
         parallel_echo(args)
     elif args.action == "rr":

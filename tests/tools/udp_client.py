@@ -1,11 +1,13 @@
 """Guest-side UDP client. ``echo``: N datagrams of sizes 1..65507 (seeded), each sent and awaited
 in turn (a lost one is resent, at most 3 times), compared byte for byte; prints a JSON summary.
 ``once``: send one datagram on a connected socket and print what happened (the reply, or the
-error's name, e.g. ConnectionRefusedError)."""
+error's name, e.g. ConnectionRefusedError). ``dns``: one A query, print the answer's address or
+the error's name."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import random
 import socket
@@ -21,11 +23,27 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--payload", default="hello")
     parser.add_argument("--timeout", type=float, default=3.0)
+    parser.add_argument(
+        "--recverr",
+        action="store_true",
+        help="dns, once: IP_RECVERR on, so every ICMP error (not only port unreachable) fails "
+        "the socket; errors are printed as their errno name (ENETUNREACH, ...)",
+    )
     args = parser.parse_args()
     family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    if args.recverr:
+        v4 = family == socket.AF_INET
+        # IP_RECVERR 11, IPV6_RECVERR 25 (linux/in.h, linux/in6.h; not in every socket module)
+        sock.setsockopt(socket.IPPROTO_IP if v4 else socket.IPPROTO_IPV6, 11 if v4 else 25, 1)
     sock.connect((args.host, args.port))
+
+    def failure(e: OSError) -> str:
+        if args.recverr and e.errno is not None:
+            return errno.errorcode.get(e.errno, type(e).__name__)
+        return type(e).__name__
+
     if args.mode == "dns":
         # One A query for example.test; print the address of the answer (or the error).
         sock.settimeout(args.timeout)
@@ -36,7 +54,7 @@ def main() -> None:
             answer = sock.recv(65535)
             print(socket.inet_ntoa(answer[-4:]) if answer[:2] == b"\x12\x34" else "bad id")
         except OSError as e:
-            print(type(e).__name__)
+            print(failure(e))
         return
     if args.mode == "once":
         sock.settimeout(args.timeout)
@@ -44,7 +62,7 @@ def main() -> None:
             sock.send(args.payload.encode())
             print(sock.recv(65535).decode(errors="replace"))
         except OSError as e:
-            print(type(e).__name__)
+            print(failure(e))
         return
     rng = random.Random(args.seed)
     sizes = [1, 2, 1472, 1473, 65507, 65506, 8192, 65000]
