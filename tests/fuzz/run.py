@@ -153,9 +153,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--target", choices=TARGET_NAMES, action="append", help="default: all")
-    budget = parser.add_mutually_exclusive_group()
-    budget.add_argument("--runs", type=int, help="executions per target")
-    budget.add_argument("--seconds", type=int, help="time per target")
+    parser.add_argument("--runs", type=int, help="executions per target")
+    parser.add_argument(
+        "--seconds", type=int, help="time per target (with --runs: what ends first)"
+    )
     parser.add_argument("--corpus", type=Path, help="corpus folders live here (kept)")
     parser.add_argument("--artifacts", type=Path, default=Path("fuzz-artifacts"))
     parser.add_argument("--seed", type=int, help="libFuzzer's random seed")
