@@ -56,6 +56,7 @@ from tests.rig import (
     binary,
     end_process,
     start_ready,
+    status_kib,
     wait_until,
 )
 
@@ -210,13 +211,7 @@ def rss_kib(pid: int) -> int | None:
 
 
 def vm_hwm(pid: int) -> int | None:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+    return status_kib(pid, "VmHWM")
 
 
 def nofile_of(pid: int) -> str:

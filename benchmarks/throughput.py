@@ -62,6 +62,7 @@ from tests.rig import (
     binary,
     end_process,
     start_ready,
+    status_kib,
     wait_until,
 )
 
@@ -247,13 +248,7 @@ def daemon_pid(daemon: Daemon) -> int:
 
 def vm_hwm_kib(pid: int) -> int | None:
     """Peak resident set size of a live process (``VmHWM`` in /proc/PID/status), in KiB."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+    return status_kib(pid, "VmHWM")
 
 
 class PeakRss:

@@ -51,6 +51,7 @@ from .programs import (
     fd_count,
     read_all,
     rss_kib,
+    status_kib,
     stream_digest,
 )
 
@@ -88,6 +89,7 @@ __all__ = [
     "read_ready",
     "rss_kib",
     "start_ready",
+    "status_kib",
     "stream_digest",
     "wait_until",
 ]

@@ -44,15 +44,20 @@ def stream_digest(size: int) -> str:
     return out.stdout.decode().strip()
 
 
-def rss_kib(pid: int) -> int | None:
-    """VmRSS of ``pid`` in KiB (None once it is gone)."""
+def status_kib(pid: int, field: str) -> int | None:
+    """A size field of /proc/PID/status (``VmRSS``, ``VmHWM``...) in KiB; None once it is gone."""
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
     except OSError:
         pass
     return None
+
+
+def rss_kib(pid: int) -> int | None:
+    """VmRSS of ``pid`` in KiB (None once it is gone)."""
+    return status_kib(pid, "VmRSS")
 
 
 def fd_count(pid: int) -> int | None:
