@@ -47,6 +47,13 @@ TCP_LIMIT = 16384  # connections at once; a SYN beyond that gets RST|ACK
 # have been opened while it waited, as a listener drops the oldest entry of a full SYN queue.
 # 4,096 is Linux's default somaxconn; about 16 MiB of state.
 HALF_OPEN_LIMIT = 4096
+# New guest connections taken between two flushes (one batch of tap frames) at most; a SYN
+# beyond it is dropped unanswered, as a full SYN queue drops one, and the guest sends it again
+# (after 1 s). A flood's SYN then costs a lookup instead of a host socket, so the tap is read
+# faster than a guest can write it and the guest's other frames (its pings to the gateway) are
+# not lost in its own full tap queue (measured: 100,000 SYNs in 10 s, no ping lost at 256; at
+# 512, 2 of 97). A burst of more than 256 connects within one batch waits 1 s for the rest.
+SYN_BATCH_LIMIT = 256
 TCP_RCV_BUFFER = 4 << 20  # per connection: the window we offer, bounded by what we hold
 TCP_SND_BUFFER = 4 << 20  # per connection: host bytes kept until the guest acknowledges them
 # How long an ACK of a little guest data may wait for the host's answer to carry it.
@@ -129,6 +136,7 @@ class Streams:
         # the oldest is reset then if it is still half-open (O(1) at the front; the fast path
         # never has to take an established flow out).
         self.opening: OrderedDict[int, TcpFlow] = OrderedDict()
+        self._syns = 0  # new connections taken since the last flush (SYN_BATCH_LIMIT)
         self._dirty: list[TcpFlow] = []
         self._timers: list[tuple[float, int]] = []  # (deadline, flow id), a lazy heap
         self.debug = False  # --debug: a log line per connection opened and closed
@@ -208,6 +216,10 @@ class Streams:
             if answer is not None:
                 self.egress.tcp(eth.src, dst, src, seg.dst_port, seg.src_port, answer, 0)
             return
+        if self._syns >= SYN_BATCH_LIMIT:
+            self.dropped["tcp: SYN over the batch limit"] += 1
+            return
+        self._syns += 1
         decision = self.policy.resolve(IPPROTO_TCP, dst, seg.dst_port)
         original = bytes(buf[ip_start : offset + 8])
         if isinstance(decision, Deny):
@@ -390,6 +402,7 @@ class Streams:
     def flush(self, now: float) -> None:
         """Once per batch: every changed flow sends what it owes (one cumulative ACK, data
         within the guest's window) and says what its host socket should do."""
+        self._syns = 0
         dirty = self._dirty
         if not dirty:
             return

@@ -405,3 +405,22 @@ def test_a_half_open_connection_is_reset_once_the_cap_of_newer_ones_came(
     assert stack.dropped["tcp: half-open connection reset"] == 2
     assert sorted(stack.streams.by_id) == [1, 4, 5, 6]
     assert list(stack.streams.opening) == [4, 5, 6]
+
+
+def test_syns_beyond_the_batch_limit_are_dropped_until_the_next_flush(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A flood's SYNs past the limit of one batch cost no connect: dropped unanswered and
+    counted; after the flush the next SYN (the guest's retransmission) is taken."""
+    monkeypatch.setattr(streams_module, "SYN_BATCH_LIMIT", 3)
+    stack, host = setup()
+    for port in range(50001, 50006):
+        stack.receive_frame(syn_from(port), 0.0)
+    frames, requests = host.step(0.0)
+    assert frames == []
+    assert requests == [events.StreamConnect(n, socket.AF_INET, LOOPBACK, RPORT) for n in (1, 2, 3)]
+    assert stack.dropped["tcp: SYN over the batch limit"] == 2
+    stack.receive_frame(syn_from(50004), 1.0)
+    frames, requests = host.step(1.0)
+    assert requests == [events.StreamConnect(4, socket.AF_INET, LOOPBACK, RPORT)]
+    assert sorted(stack.streams.by_id) == [1, 2, 3, 4]
