@@ -19,6 +19,7 @@ import os
 import resource
 import signal
 import time
+from collections import Counter
 
 from pyslirp4netns.config import Config
 from pyslirp4netns.core import events, stats
@@ -38,7 +39,7 @@ from pyslirp4netns.shell.resolv import ResolvConf
 from pyslirp4netns.shell.splice import SYSCALLS as SPLICE_SYSCALLS
 from pyslirp4netns.shell.splice import Splicer
 from pyslirp4netns.shell.streams import HostStreams
-from pyslirp4netns.shell.tap import Tap, TapPort
+from pyslirp4netns.shell.tap import STACK_RAISED, Tap, TapPort
 
 
 class Daemon:
@@ -254,7 +255,7 @@ class Daemon:
         result: dict[str, object] = {
             "frames": totals,
             "protocols": self.observed.counts.snapshot() if self.observed is not None else None,
-            "drops": stats.drops(stack.dropped),
+            "drops": stats.drops(stack.dropped + Counter({STACK_RAISED: port.bugs})),
             "flows": {
                 "tcp": len(stack.streams.by_id),
                 "udp": len(datagrams.udp_flows) + len(datagrams.dns_flows),

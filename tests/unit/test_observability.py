@@ -236,6 +236,35 @@ def test_tap_port_reads_at_most_a_batch_per_wakeup(
     assert len(sink.frames) == READ_BATCH + 10
 
 
+class RaisingSink(Sink):
+    """A stack with a bug: the frame that starts with b"bad" raises."""
+
+    def receive_frame(
+        self, frame: Buffer, now: float, csum_done: bool = False, gso_size: int = 0
+    ) -> None:
+        if bytes(frame[:3]) == b"bad":
+            raise IndexError("a bug")
+        super().receive_frame(frame, now, csum_done, gso_size)
+
+
+def test_a_frame_the_stack_raises_on_is_dropped_and_reported_and_the_rest_go_on(
+    pair: tuple[socket.socket, socket.socket], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One guest frame that hits a bug must not end the daemon and every other flow with it."""
+    ours, guest = pair
+    port = TapPort(Tap(ours.fileno(), "t", False, 0))
+    for frame in (b"good one" * 8, b"bad frame" * 8, b"good two" * 8):
+        guest.send(frame)
+    sink = RaisingSink()
+    assert port.read(sink, 0.0) is None
+    assert sink.frames == [b"good one" * 8, b"good two" * 8]
+    assert port.bugs == 1
+    assert port.frames_in == 3
+    err = capsys.readouterr().err
+    assert "BUG: a guest frame made the stack raise; frame dropped:" in err
+    assert "IndexError: a bug" in err
+
+
 def test_observed_port_captures_and_counts_both_ways(
     tmp_path: Path, pair: tuple[socket.socket, socket.socket]
 ) -> None:
