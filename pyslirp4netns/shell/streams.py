@@ -22,6 +22,7 @@ from pyslirp4netns.core.streams import Streams
 from pyslirp4netns.shell.reactor import EPOLLERR, EPOLLHUP, EPOLLIN, EPOLLOUT, Handler, Reactor
 
 SOCK_FLAGS = socket.SOCK_NONBLOCK | socket.SOCK_CLOEXEC
+OUT_OF_SOCKETS = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 STREAM_READ = 1 << 18  # bytes per recv: a few GSO bursts toward the guest
 SOCKET_BUFFER = 1 << 20  # host socket buffers, beside the connection's own window
 _WATCHED = EPOLLIN | EPOLLOUT
@@ -131,8 +132,13 @@ class HostStreams:
         v4 = request.family == socket.AF_INET
         try:
             sock = socket.socket(request.family, socket.SOCK_STREAM | SOCK_FLAGS)
-        except OSError:
-            self.core.host_failed(request.flow, False, time.monotonic())
+        except OSError as e:
+            if e.errno in OUT_OF_SOCKETS:
+                # No fd (or memory) for one more: refused at once, as a full host would, rather
+                # than "network unreachable" (slirp4netns's answer), which names no real cause.
+                self.core.host_refused(request.flow, time.monotonic())
+            else:
+                self.core.host_failed(request.flow, False, time.monotonic())
             return
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as slirp4netns

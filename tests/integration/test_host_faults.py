@@ -205,8 +205,8 @@ def test_host_fd_exhaustion_fails_new_flows_fast_and_spares_the_rest(  # type: i
     make_guest, make_daemon, serve, outer, background, program
 ) -> None:
     """The daemon runs with RLIMIT_NOFILE 1024 soft and hard (it cannot raise it) and the guest
-    opens 1,100 connections to a host echo server: those past the limit fail within 1 s (ICMP
-    net unreachable, as slirp4netns answers: ENETUNREACH; or a refusal or reset) while every
+    opens 1,100 connections to a host echo server: those past the limit fail within 1 s (ours
+    refuses them: ECONNREFUSED; slirp4netns answers ICMP net unreachable: ENETUNREACH) while every
     one that opened still echoes. A UDP socket the guest uses while no fd is left gets its echo
     within seconds once the connections close: a flow whose host socket could not be opened is
     not kept as a black hole."""
@@ -236,7 +236,8 @@ def test_host_fd_exhaustion_fails_new_flows_fast_and_spares_the_rest(  # type: i
     assert result["tried"] == 1100
     assert result["held"] >= 900, result  # the daemon's own fds come out of the 1,024
     assert failed >= 1100 - 1024, result
-    assert set(result["failed"]) <= {"ENETUNREACH", "ECONNREFUSED", "ECONNRESET"}, result
+    reference = name(program) == "slirp4netns"
+    assert set(result["failed"]) == ({"ENETUNREACH"} if reference else {"ECONNREFUSED"}), result
     assert result["slowest_failure_ms"] < 1000, result
     assert result["echoed"] == result["held"], result
     if program is None:
