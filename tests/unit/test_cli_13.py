@@ -1,4 +1,4 @@
-"""What slirp4netns 1.2.1 to 1.3.2 changed in the command line, and we follow (issue 14).
+"""What slirp4netns 1.2.1 to 1.3.2 changed in the command line, and we follow.
 
 slirp4netns 1.3.0 (``--netns-type=tapfd``) changed two lines of ``--help``, and so of the usage
 text printed after every usage error: the first line names ``PID|PATH|FD`` and the
@@ -17,28 +17,12 @@ import pytest
 
 from pyslirp4netns import cli
 
+from . import test_cli
 from .test_cli import Outcome, ok
 
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., Outcome]:
-    def _run(*args: str, prog: str = "slirp4netns") -> Outcome:
-        try:
-            config = cli.parse(list(args), prog)
-        except SystemExit as e:
-            captured = capsys.readouterr()
-            assert isinstance(e.code, int)
-            return Outcome(e.code, captured.out, captured.err, None)
-        captured = capsys.readouterr()
-        return Outcome(0, captured.out, captured.err, config)
-
-    return _run
-
-
-@pytest.fixture(autouse=True)
-def _no_posixly_correct(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("POSIXLY_CORRECT", raising=False)
-
+# test_cli's fixtures: `run` parses as slirp4netns would, never under POSIXLY_CORRECT.
+run = test_cli.run
+_no_posixly_correct = test_cli._no_posixly_correct
 
 USAGE_LINE_1_3 = "Usage: {prog} [OPTION]... PID|PATH|FD [TAPNAME]\n"
 NETNS_TYPE_LINE_1_3 = (
