@@ -60,8 +60,8 @@ class Neighbours:
         """A guest IPv6 source (unicast, not ours); returns the frames that were waiting."""
         if ip[0] == 0xFF or ip == UNSPECIFIED6 or ip in self._aliases6 or mac[0] & 1:
             return []
-        if mac == UNKNOWN_MAC:
-            return []  # as in learn: never the sentinel
+        if mac == UNKNOWN_MAC:  # never the sentinel, as in learn
+            return []
         if self.v6.get(ip) == mac:
             return []
         if len(self.v6) >= NEIGHBOUR_LIMIT and ip not in self.v6:
